@@ -1,0 +1,1 @@
+"""Consensus-rule plugins: hook specifications and the plugin manager."""
