@@ -1,0 +1,1 @@
+"""Test kits for plugin authors (pytest plugins shipped with timecoin)."""

@@ -1,0 +1,1 @@
+"""Storage backend conformance kit (pytest plugin; filled in by the storage work)."""
