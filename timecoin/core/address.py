@@ -1,0 +1,109 @@
+"""TimeCoin addresses: ``TIME`` + network digit + base58(payload || checksum).
+
+Layout (DESIGN.md, Protocol; worked example in docs/protocol.md)::
+
+    address  = "TIME" digit base58(payload[20] || checksum[4])
+    digit    = "1" (mainnet) | "0" (testnet, devnet)
+    payload  = SHA-256(33-byte compressed pubkey)[:20]
+    checksum = SHA-256(SHA-256(digit_ascii || payload))[:4]
+
+The network digit enters the checksum as its ASCII byte (``0x31`` for mainnet,
+``0x30`` for testnet), exactly the character that appears in the address, so
+a client checks the string it sees without a lookup table. Because the digit
+is covered by the checksum, flipping ``TIME1`` to ``TIME0`` breaks the
+checksum rather than silently moving coins to another network.
+
+Decoding is strict: the text must re-encode to itself byte for byte, so there
+is exactly one spelling of every address (no whitespace, no lowercase prefix,
+no extra leading ``1`` digits).
+"""
+
+from __future__ import annotations
+
+import base58
+
+from timecoin.core.errors import BadAddress
+from timecoin.core.hashing import sha256d
+from timecoin.core.types import ADDRESS_PAYLOAD_LEN, Network
+
+ADDRESS_PREFIX = "TIME"
+CHECKSUM_LEN = 4
+_ALPHABET = frozenset(base58.BITCOIN_ALPHABET.decode("ascii"))
+# 24 bytes need at most ceil(24 * log(256) / log(58)) = 33 base58 digits.
+MAX_ADDRESS_LEN = len(ADDRESS_PREFIX) + 1 + 33
+
+
+def _digit(network: Network) -> str:
+    return "1" if network is Network.MAIN else "0"
+
+
+def _checksum(digit: str, payload: bytes) -> bytes:
+    return sha256d(digit.encode("ascii") + payload)[:CHECKSUM_LEN]
+
+
+def encode_address(payload: bytes, network: Network) -> str:
+    """Return the address string of a 20-byte *payload* on *network*.
+
+    Raises ValueError if *payload* is not 20 bytes: that is a caller bug, not
+    untrusted input.
+    """
+    if len(payload) != ADDRESS_PAYLOAD_LEN:
+        raise ValueError(f"address payload must be 20 bytes, got {len(payload)}")
+    digit = _digit(network)
+    body = base58.b58encode(payload + _checksum(digit, payload)).decode("ascii")
+    return ADDRESS_PREFIX + digit + body
+
+
+def parse_address(text: str) -> tuple[Network, bytes]:
+    """Return the network and 20-byte payload of *text*, whatever its network.
+
+    Raises BadAddress on a bad prefix, network digit, base58 character,
+    length, non-canonical spelling or checksum.
+    """
+    if not isinstance(text, str):
+        raise BadAddress("address must be a string")
+    if len(text) > MAX_ADDRESS_LEN:
+        raise BadAddress(f"address longer than {MAX_ADDRESS_LEN} characters", address=text[:64])
+    if not text.startswith(ADDRESS_PREFIX):
+        raise BadAddress(f"address must start with {ADDRESS_PREFIX!r}", address=text)
+    digit = text[len(ADDRESS_PREFIX) : len(ADDRESS_PREFIX) + 1]
+    if digit not in ("0", "1"):
+        raise BadAddress(f"unknown network digit {digit!r}", address=text)
+    body = text[len(ADDRESS_PREFIX) + 1 :]
+    # Checked here, not left to base58: it strips trailing whitespace and would
+    # raise UnicodeEncodeError on non-ASCII input.
+    if not body or not _ALPHABET.issuperset(body):
+        raise BadAddress("address is not base58", address=text)
+    raw = base58.b58decode(body)
+    if len(raw) != ADDRESS_PAYLOAD_LEN + CHECKSUM_LEN:
+        raise BadAddress(f"address decodes to {len(raw)} bytes, expected 24", address=text)
+    if base58.b58encode(raw).decode("ascii") != body:
+        raise BadAddress("non-canonical base58 spelling", address=text)
+    payload, checksum = raw[:ADDRESS_PAYLOAD_LEN], raw[ADDRESS_PAYLOAD_LEN:]
+    if _checksum(digit, payload) != checksum:
+        raise BadAddress("address checksum mismatch", address=text)
+    return (Network.MAIN if digit == "1" else Network.TEST), payload
+
+
+def decode_address(text: str, network: Network) -> bytes:
+    """Return the 20-byte payload of *text*, which must be an address on *network*.
+
+    Raises BadAddress on any malformation (see ``parse_address``) and when the
+    address belongs to the other network.
+    """
+    got, payload = parse_address(text)
+    if got is not network:
+        raise BadAddress(
+            f"address is for {got.name.lower()}net, expected {network.name.lower()}net",
+            address=text,
+        )
+    return payload
+
+
+def is_valid_address(text: str, network: Network) -> bool:
+    """Return True iff *text* decodes as an address on *network*."""
+    try:
+        decode_address(text, network)
+    except BadAddress:
+        return False
+    return True
