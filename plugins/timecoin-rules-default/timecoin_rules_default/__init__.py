@@ -1,0 +1,83 @@
+"""Default TimeCoin consensus rules, shipped as a plugin like any other.
+
+- Block reward: ``params.block_reward_units`` (100 TIME) plus the block's fees.
+- Reward split: ``PROPOSER_SHARE_PERCENT`` of the reward to the proposer; the
+  rest to the signers of the block's last commit in proportion to their voting
+  power (integer division; the remainder and any share below the dust limit go
+  to the proposer, so every output is spendable and nothing is burned). At
+  height 1 there is no last commit and the proposer receives everything.
+  Outputs are merged per address and sorted by address, so every node builds
+  the identical coinbase.
+- Proposer selection: CometBFT's weighted proposer-priority rotation
+  (``timecoin.consensus.proposer``).
+- Penalty: a validator proven to equivocate is removed (jailed) from the set.
+
+Each hook is pure: everything comes in as arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from timecoin.core.keys import pubkey_hash
+from timecoin.rules.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from timecoin.core.params import ChainParams
+    from timecoin.core.types import DuplicateVoteEvidence, Validator, ValidatorSet
+
+__version__ = "0.1.0"
+
+PROPOSER_SHARE_PERCENT = 20
+
+
+def _reward_address(v: Validator) -> bytes:
+    return v.reward_pubkey_hash or pubkey_hash(v.pubkey)
+
+
+@hookimpl
+def timed_rules_block_reward(height: int, fees: int, params: ChainParams) -> int:
+    """100 TIME of new coins plus every fee of the block."""
+    return params.block_reward_units + fees
+
+
+@hookimpl
+def timed_rules_reward_split(
+    height: int, total: int, proposer: Validator, signers: Sequence[Validator], params: ChainParams
+) -> list[tuple[bytes, int]]:
+    """Proposer share plus a power-weighted split among the last commit's signers."""
+    payouts: dict[bytes, int] = {}
+    signer_pool = 0 if not signers else total - total * PROPOSER_SHARE_PERCENT // 100
+    signer_power = sum(v.power for v in signers)
+    paid = 0
+    if signer_pool and signer_power:
+        for v in signers:
+            share = signer_pool * v.power // signer_power
+            if share < params.dust_limit_units:
+                continue  # folded into the proposer's output below
+            addr = _reward_address(v)
+            payouts[addr] = payouts.get(addr, 0) + share
+            paid += share
+    proposer_addr = _reward_address(proposer)
+    payouts[proposer_addr] = payouts.get(proposer_addr, 0) + (total - paid)
+    return sorted((a, amt) for a, amt in payouts.items() if amt > 0)
+
+
+@hookimpl
+def timed_rules_select_proposer(validators: ValidatorSet, priorities: Sequence[int], round: int) -> int:
+    """CometBFT's weighted proposer-priority rotation."""
+    from timecoin.consensus.proposer import select_proposer
+
+    return select_proposer(validators, priorities, round)
+
+
+@hookimpl
+def timed_rules_penalize(
+    evidence: DuplicateVoteEvidence, validators: ValidatorSet, height: int
+) -> ValidatorSet:
+    """Remove (jail) the equivocating validator."""
+    from timecoin.core.types import ValidatorSet as _VS
+
+    culprit = evidence.vote_a.validator_address
+    return _VS(tuple(v for v in validators.validators if v.address != culprit))

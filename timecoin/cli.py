@@ -1,0 +1,88 @@
+"""The ``timed`` command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from timecoin import __version__
+from timecoin.config import NetworkName
+from timecoin.core.errors import TimecoinError
+
+
+class _Group(click.Group):
+    """Prints TimecoinErrors as ``error: REASON: message`` (exit 1), never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except TimecoinError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group, invoke_without_command=True)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Config file; with no command, serve with it (as `timed serve --config`).")
+@click.version_option(__version__, prog_name="timed")
+@click.pass_context
+def main(ctx: click.Context, config_file: Path | None) -> None:
+    """timed: TimeCoin node (BFT-finalized UTXO ledger)."""
+    ctx.ensure_object(dict)
+    ctx.obj["config_file"] = config_file
+    if ctx.invoked_subcommand is None:
+        if config_file is None:
+            click.echo(ctx.get_help())
+            return
+        ctx.invoke(serve, config_file=config_file)
+
+
+@main.command()
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), help="Home directory.")
+@click.option("--network", type=click.Choice([n.value for n in NetworkName]), default="mainnet",
+              show_default=True)
+@click.option("--dev", is_flag=True, help="Devnet with a one-validator genesis and a funded dev wallet.")
+@click.option("--moniker", default="timed", show_default=True, help="Name of this node in logs.")
+def init(home: Path | None, network: str, dev: bool, moniker: str) -> None:
+    """Create a home directory: config.toml, node and validator keys (and a dev genesis)."""
+    from timecoin.home import default_home, init_home
+
+    net = NetworkName.DEVNET if dev else NetworkName(network)
+    home = home or default_home(net)
+    result = init_home(home, net, dev=dev, moniker=moniker)
+    click.echo(f"home: {result.home}")
+    for p in result.created:
+        click.echo(f"  created {p}")
+    if not result.created:
+        click.echo("  already initialised; nothing changed")
+
+
+@main.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--dev", is_flag=True, help="Run a one-validator devnet (created on first run).")
+def serve(config_file: Path | None = None, home: Path | None = None, dev: bool = False) -> None:
+    """Run the node."""
+    try:
+        from timecoin.node.app import run_node
+    except ImportError:
+        raise click.ClickException(
+            "the node service is not part of this build yet; `timed init` and `timed sim` work"
+        ) from None
+    run_node(config_file=config_file, home=home, dev=dev)
+
+
+def _add_optional_commands() -> None:
+    try:
+        from timecoin.sim.cli import sim
+    except ImportError:
+        return
+    main.add_command(sim)
+
+
+_add_optional_commands()
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Node configuration: a TOML file validated by a pydantic model.
+
+Every key of the model is read somewhere in the node; an unknown or mistyped
+key is an error that names the key and the file (``extra="forbid"``), so a
+typo can never silently fall back to a default. Defaults depend on the network
+(DESIGN.md, Protocol): chain id, P2P port 24000 and client port 24001
+(testnet 24100/24101, devnet 24200/24201).
+
+Relative paths in the file are resolved against the node's home directory.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from timecoin.core.errors import ConfigError
+
+
+class NetworkName(StrEnum):
+    MAINNET = "mainnet"
+    TESTNET = "testnet"
+    DEVNET = "devnet"
+
+
+DEFAULT_CHAIN_IDS = {
+    NetworkName.MAINNET: "timecoin-mainnet-1",
+    NetworkName.TESTNET: "timecoin-testnet-1",
+    NetworkName.DEVNET: "timecoin-devnet-1",
+}
+DEFAULT_PORTS = {  # (p2p, client api)
+    NetworkName.MAINNET: (24000, 24001),
+    NetworkName.TESTNET: (24100, 24101),
+    NetworkName.DEVNET: (24200, 24201),
+}
+# Tendermint timeouts per network (docs/consensus.md): devnet aims at ~1 s blocks,
+# mainnet/testnet at one block every 30 s with empty blocks still produced.
+DEFAULT_BLOCK_INTERVAL_MS = {
+    NetworkName.MAINNET: 30_000,
+    NetworkName.TESTNET: 30_000,
+    NetworkName.DEVNET: 1_000,
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StorageConfig(_Section):
+    backend: str = "leveldb"
+    """Name of a storage plugin (entry-point group ``timecoin.plugins``)."""
+    path: str = "data"
+    """Directory of the store, relative to the home directory."""
+    options: dict[str, int | str | bool] = Field(default_factory=dict)
+    """Backend-specific options (e.g. leveldb ``lru_cache_size``)."""
+
+
+class ApiConfig(_Section):
+    listen: str = ""
+    """host:port of the client listener; empty means 127.0.0.1 and the network's API port."""
+    cookie_file: str = ".cookie"
+    """Credential file written on start; wallet and admin calls must present its token."""
+
+
+class ConsensusConfig(_Section):
+    block_interval_ms: int | None = Field(default=None, ge=100, le=600_000)
+    """Target time between blocks; None means the network default (30 s, devnet 1 s)."""
+    timeout_propose_ms: int = Field(default=3_000, ge=10)
+    timeout_propose_delta_ms: int = Field(default=500, ge=0)
+    timeout_prevote_ms: int = Field(default=1_000, ge=10)
+    timeout_prevote_delta_ms: int = Field(default=500, ge=0)
+    timeout_precommit_ms: int = Field(default=1_000, ge=10)
+    timeout_precommit_delta_ms: int = Field(default=500, ge=0)
+
+
+class MempoolConfig(_Section):
+    max_txs: int = Field(default=10_000, ge=1)
+    max_bytes: int = Field(default=300_000_000, ge=1_000)
+    expiry_s: int = Field(default=14 * 24 * 3600, ge=1)
+
+
+class TelemetryConfig(_Section):
+    log_format: str = Field(default="text", pattern="^(text|json)$")
+    log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
+
+
+class NodeConfig(_Section):
+    """The whole ``timed`` configuration file."""
+
+    network: NetworkName = NetworkName.MAINNET
+    chain_id: str = ""
+    """Empty means the network's default chain id."""
+    moniker: str = "timed"
+    genesis_file: str = "genesis.json"
+    node_key_file: str = "node_key.json"
+    validator_key_file: str = "validator_key.json"
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    consensus: ConsensusConfig = Field(default_factory=ConsensusConfig)
+    mempool: MempoolConfig = Field(default_factory=MempoolConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+
+    @model_validator(mode="after")
+    def _fill_network_defaults(self) -> NodeConfig:
+        _, api_port = DEFAULT_PORTS[self.network]
+        if not self.chain_id:
+            self.chain_id = DEFAULT_CHAIN_IDS[self.network]
+        if not self.api.listen:
+            self.api.listen = f"127.0.0.1:{api_port}"
+        if self.consensus.block_interval_ms is None:
+            self.consensus.block_interval_ms = DEFAULT_BLOCK_INTERVAL_MS[self.network]
+        return self
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> NodeConfig:
+    """Validate *data*; raise ConfigError naming each bad key and *source*."""
+    try:
+        return NodeConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "<root>"
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown key '{key}'")
+            else:
+                problems.append(f"'{key}': {err['msg']}")
+        raise ConfigError(f"{source}: " + "; ".join(problems), problems=problems) from None
+
+
+def load_config(path: Path) -> NodeConfig:
+    """Read and validate a TOML config file."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, str(path))
+
+
+def dump_config(cfg: NodeConfig) -> str:
+    """TOML text for *cfg* (written by ``timed init`` and ``timed testnet``)."""
+    return tomli_w.dumps(cfg.model_dump(mode="json", exclude_none=True))
+
+
+def resolve(home: Path, value: str) -> Path:
+    """A config path: absolute as given, relative to *home* otherwise."""
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else home / p
