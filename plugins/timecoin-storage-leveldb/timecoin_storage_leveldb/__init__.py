@@ -56,12 +56,41 @@ _DEFAULTS: dict[str, Any] = {
 _BACKEND_ERRORS = (plyvel.Error, RuntimeError)
 
 
-def _iter_wrapped(it: Any) -> Iterator[tuple[bytes, bytes]]:
+def _forward(it: Any) -> Iterator[tuple[bytes, bytes]]:
     try:
         with it:
             yield from it
     except _BACKEND_ERRORS as e:
         raise StorageError(f"leveldb iteration failed: {e}") from e
+
+
+def _backward(raw: Any, low: bytes, high: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+    # plyvel's own reverse iterator drops keys when a bound lies past the last
+    # key visible in a snapshot (keys written after the snapshot confuse its
+    # seek), so reverse scans walk a raw iterator: seek to the first key >=
+    # high, step back once, then prev() down to low.
+    try:
+        if high is None:
+            raw.seek_to_last()
+        else:
+            raw.seek(high)
+            if raw.valid():
+                raw.prev()
+            else:
+                raw.seek_to_last()
+        while raw.valid():
+            key = raw.key()
+            if key < low:
+                break
+            yield key, raw.value()
+            raw.prev()
+    except _BACKEND_ERRORS as e:
+        raise StorageError(f"leveldb iteration failed: {e}") from e
+    finally:
+        try:
+            raw.close()
+        except _BACKEND_ERRORS:
+            pass
 
 
 def _iterate(
@@ -78,10 +107,11 @@ def _iterate(
     try:
         # Created here, not lazily inside the generator, so the implicit
         # snapshot is taken when iterate() is called.
-        it = source.iterator(start=low, stop=high, reverse=reverse)
+        if reverse:
+            return _backward(source.raw_iterator(), low, high)
+        return _forward(source.iterator(start=low, stop=high))
     except _BACKEND_ERRORS as e:
         raise StorageError(f"leveldb iterator: {e}") from e
-    return _iter_wrapped(it)
 
 
 class LevelDBSnapshot:
