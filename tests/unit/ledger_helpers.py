@@ -17,9 +17,11 @@ from timecoin.core.address import encode_address
 from timecoin.core.hashing import sha256
 from timecoin.core.keys import KeyPair, pubkey_hash
 from timecoin.core.params import ChainParams
-from timecoin.core.signing import tx_sign_digest
+from timecoin.core.signing import tx_sign_digest, vote_sign_digest
 from timecoin.core.types import (
     Coin,
+    Commit,
+    CommitSig,
     MasternodeDeregistration,
     MasternodeRegistration,
     Network,
@@ -28,6 +30,10 @@ from timecoin.core.types import (
     TxBody,
     TxIn,
     TxOut,
+    Validator,
+    ValidatorSet,
+    Vote,
+    VoteType,
 )
 from timecoin.core.utxo import MemoryUtxoView
 
@@ -182,3 +188,66 @@ __all__ = [
     "spend",
     "with_body",
 ]
+
+
+# --- validators, votes, commits ---------------------------------------------
+
+VALIDATOR_KEY_BASE = 1000
+
+
+def validator_key(i: int) -> KeyPair:
+    """Operator key of test validator *i*."""
+    return key(VALIDATOR_KEY_BASE + i)
+
+
+def make_validator(i: int, power: int = 1, **kw: object) -> Validator:
+    """Test validator *i* with *power*."""
+    k = validator_key(i)
+    return Validator(address=pubkey_hash(k.pubkey), pubkey=k.pubkey, power=power, **kw)  # type: ignore[arg-type]
+
+
+def make_set(powers: Sequence[int]) -> ValidatorSet:
+    """A set of validators 0..n-1 with the given powers."""
+    return ValidatorSet(tuple(make_validator(i, p) for i, p in enumerate(powers)))
+
+
+def key_of(v: Validator) -> KeyPair:
+    """The test key behind validator *v*."""
+    for i in range(256):
+        if validator_key(i).pubkey == v.pubkey:
+            return validator_key(i)
+    raise KeyError(v.address.hex())
+
+
+def signed_vote(
+    v: Validator,
+    height: int,
+    round_: int,
+    block_hash: bytes,
+    *,
+    vote_type: VoteType = VoteType.PRECOMMIT,
+    chain_id: str = PARAMS.chain_id,
+) -> Vote:
+    """A vote by *v*, signed with its test key."""
+    vote = Vote(vote_type, height, round_, block_hash, v.address)
+    return replace(vote, signature=key_of(v).sign(vote_sign_digest(chain_id, vote)))
+
+
+def make_commit(
+    vs: ValidatorSet,
+    height: int,
+    block_hash: bytes,
+    *,
+    signers: Sequence[Validator] | None = None,
+    round_: int = 0,
+    chain_id: str = PARAMS.chain_id,
+) -> Commit:
+    """A commit for *block_hash* signed by *signers* (default: the whole set)."""
+    chosen = vs.validators if signers is None else signers
+    sigs = tuple(
+        CommitSig(
+            v.address, signed_vote(v, height, round_, block_hash, chain_id=chain_id).signature
+        )
+        for v in chosen
+    )
+    return Commit(height=height, round=round_, block_hash=block_hash, signatures=sigs)
