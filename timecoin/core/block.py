@@ -1,0 +1,350 @@
+"""Block validity and the state transition of one block.
+
+``validate_block`` checks a block against its parent (given as a
+``BlockContext``), the UTXO set before it, the consensus rules and the parent's
+MuHash state, and returns what applying it does (``BlockResult``). Nothing is
+mutated: the caller commits ``result.changes`` and ``result.muhash`` in one
+atomic batch.
+
+Rules of this module (docs/ledger.md has the full list):
+
+- Cheap checks run first: header fields, sizes, hashes, the merkle root; then
+  the last commit's signatures, the transactions (their signatures last
+  within each), evidence, and finally the UTXO commitment.
+- Transaction order: the coinbase is first and only first. The other
+  transactions are applied in block order; one may spend outputs of an
+  *earlier* non-coinbase transaction of the same block, never of a later one
+  (that input is simply missing when it is checked) and never of the coinbase
+  (its amounts depend on the block's fees, known only after every other
+  transaction). Spending a coin twice in one block is a DoubleSpend.
+- ``tx_root`` is the merkle root of the txids in block order: deterministic,
+  unlike the original TimeCoin, whose root depended on a hash-map order.
+- An error caused by one transaction is raised as ``BlockTransactionInvalid``
+  carrying the transaction's index and reason.
+- The coinbase pays exactly ``rules.reward_split(...)`` and at most
+  ``rules.block_reward(...)``, which itself may never exceed
+  ``params.block_reward_units + fees``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from timecoin.core.commit import (
+    commit_hash,
+    commit_signers,
+    evidence_element_hash,
+    evidence_hash,
+    validators_hash,
+    verify_commit,
+    verify_duplicate_vote_evidence,
+)
+from timecoin.core.errors import (
+    BadCoinbase,
+    BadCommit,
+    BadEvidence,
+    BadHeader,
+    BadHeight,
+    BadMerkleRoot,
+    BadPayload,
+    BadPrevHash,
+    BadProposer,
+    BadReward,
+    BadTime,
+    BadUtxoCommitment,
+    BadValidatorsHash,
+    BlockTransactionInvalid,
+    DoubleSpend,
+    InvalidBlock,
+    Reason,
+    TimecoinError,
+)
+from timecoin.core.hashing import sha256
+from timecoin.core.merkle import merkle_root
+from timecoin.core.muhash import MuHash3072, apply_changes
+from timecoin.core.params import ChainParams
+from timecoin.core.rules import LedgerRules
+from timecoin.core.tx import effective_size, validate_coinbase, validate_transaction
+from timecoin.core.types import (
+    HASH_LEN,
+    MAX_MONEY_UNITS,
+    Block,
+    Validator,
+    ValidatorSet,
+)
+from timecoin.core.utxo import UtxoChanges, UtxoOverlay, UtxoView
+from timecoin.core.validators import ValidatorUpdates, validator_updates
+
+
+@dataclass(frozen=True, slots=True)
+class BlockContext:
+    """Everything about the parent chain that block validation needs."""
+
+    params: ChainParams
+    prev_height: int
+    """Height of the parent (0 when validating block 1 on top of genesis)."""
+    prev_hash: bytes
+    """Hash of the parent block (the genesis hash for block 1)."""
+    prev_time_ms: int
+    """Parent's header time (genesis time for block 1); the block's time must be later."""
+    validators: ValidatorSet
+    """The set that decides this block's height (``header.validators_hash``)."""
+    next_validators: ValidatorSet
+    """The set that decides the next height (``header.next_validators_hash``)."""
+    last_validators: ValidatorSet | None
+    """The set that decided the parent's height and signed ``block.last_commit``."""
+    max_time_ms: int
+    """Latest acceptable header time (the caller's clock + ``max_future_block_time_ms``)."""
+    expected_proposer: bytes | None = None
+    """Address the proposer must have, or None to accept any member of ``validators``."""
+    evidence_validators: Mapping[int, ValidatorSet] = field(default_factory=dict)
+    """Sets of older heights against which evidence may be checked (beyond this and the last)."""
+    signatures_checked: bool = False
+    """True when the caller already verified every transaction's signatures (batch/pool)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlockResult:
+    """What applying a valid block does."""
+
+    changes: UtxoChanges
+    """Net UTXO changes; ``changes.spent`` is the block's undo data."""
+    fees: int
+    """Sum of the fees of the non-coinbase transactions."""
+    reward: int
+    """Amount the coinbase pays."""
+    utxo_commitment: bytes
+    """MuHash3072 digest of the UTXO set after the block (equals the header's)."""
+    muhash: MuHash3072
+    """The new rolling MuHash state (the parent's state is left untouched)."""
+    signers: tuple[Validator, ...]
+    """Validators whose precommits are in ``last_commit`` (paid by the coinbase)."""
+    culprits: tuple[Validator, ...]
+    """Validators proven to equivocate by the block's evidence (to be penalized)."""
+    validator_updates: ValidatorUpdates
+    """Registry changes of this block; ``next_validator_set`` turns them into the H+2 set."""
+
+
+def expected_coinbase(
+    height: int,
+    fees: int,
+    proposer: Validator,
+    signers: list[Validator] | tuple[Validator, ...],
+    params: ChainParams,
+    rules: LedgerRules,
+) -> tuple[int, list[tuple[bytes, int]]]:
+    """Return ``(reward, outputs)`` the coinbase of *height* must have.
+
+    Used by proposers to build the coinbase and by ``validate_block`` to check
+    it. Raises BadReward if the rules ask for more than
+    ``params.block_reward_units + fees`` or split more than the reward.
+    """
+    cap = params.block_reward_units + fees
+    reward = rules.block_reward(height, fees, params)
+    if not 0 <= reward <= cap:
+        raise BadReward(f"rules grant a reward of {reward}, the ledger caps it at {cap}")
+    outputs = rules.reward_split(height, reward, proposer, signers, params)
+    if sum(amount for _, amount in outputs) > reward:
+        raise BadReward("rules split more than the reward")
+    return reward, outputs
+
+
+def next_utxo_commitment(muhash: MuHash3072, changes: UtxoChanges) -> tuple[bytes, MuHash3072]:
+    """Return the digest and state after applying *changes* to a copy of *muhash*."""
+    h = muhash.copy()
+    apply_changes(h, changes)
+    return h.digest(), h
+
+
+def _check_header(block: Block, ctx: BlockContext) -> None:
+    h = block.header
+    p = ctx.params
+    if len(block.hash) != HASH_LEN or block.hash != sha256(block.header_bytes):
+        raise BadHeader("block hash is not SHA-256(header_bytes)")
+    if h.version != p.block_version:
+        raise BadHeader(
+            f"block version {h.version} is not {p.block_version}", reason=Reason.BAD_VERSION
+        )
+    if h.chain_id != p.chain_id:
+        raise BadHeader(f"block is for chain {h.chain_id!r}", reason=Reason.WRONG_CHAIN)
+    if h.height != ctx.prev_height + 1:
+        raise BadHeight(f"block height {h.height}, expected {ctx.prev_height + 1}")
+    if h.prev_block_hash != ctx.prev_hash:
+        raise BadPrevHash("prev_block_hash does not name the parent")
+    if h.time_ms <= ctx.prev_time_ms:
+        raise BadTime(f"block time {h.time_ms} not after parent time {ctx.prev_time_ms}")
+    if h.time_ms > ctx.max_time_ms:
+        raise BadTime(f"block time {h.time_ms} is too far in the future")
+
+
+def _check_bounds(block: Block, p: ChainParams) -> None:
+    n = len(block.txs)
+    if n == 0:
+        raise BlockTransactionInvalid(0, BadCoinbase("block has no coinbase"))
+    if n > p.max_block_txs:
+        raise InvalidBlock(
+            f"{n} transactions, limit {p.max_block_txs}", reason=Reason.TOO_MANY_ITEMS
+        )
+    if len(block.evidence) > p.max_evidence:
+        raise BadEvidence(f"{len(block.evidence)} evidence items, limit {p.max_evidence}")
+    size = len(block.header_bytes)
+    for tx in block.txs:
+        size += effective_size(tx)
+    size = max(size, block.size)
+    if size > p.max_block_bytes:
+        raise InvalidBlock(
+            f"block is {size} bytes, limit {p.max_block_bytes}", reason=Reason.OVERSIZED
+        )
+
+
+def _check_sets(block: Block, ctx: BlockContext) -> Validator:
+    h = block.header
+    if h.validators_hash != validators_hash(ctx.validators):
+        raise BadValidatorsHash("validators_hash does not match the set for this height")
+    if h.next_validators_hash != validators_hash(ctx.next_validators):
+        raise BadValidatorsHash("next_validators_hash does not match the next set")
+    proposer = ctx.validators.get(h.proposer_address)
+    if proposer is None:
+        raise BadProposer(f"proposer {h.proposer_address.hex()} is not a validator")
+    if ctx.expected_proposer is not None and h.proposer_address != ctx.expected_proposer:
+        raise BadProposer("proposer is not the one whose turn it is")
+    return proposer
+
+
+def _check_last_commit(block: Block, ctx: BlockContext) -> tuple[Validator, ...]:
+    h = block.header
+    commit = block.last_commit
+    try:
+        last_hash = commit_hash(commit)
+    except (ValueError, TypeError, OverflowError, struct.error):
+        raise BadCommit("last_commit has out-of-range fields") from None
+    if h.last_commit_hash != last_hash:
+        raise BadCommit("last_commit_hash does not match last_commit")
+    if h.height == 1:
+        if commit is not None:
+            raise BadCommit("block 1 carries a last commit")
+        return ()
+    if commit is None:
+        raise BadCommit("block carries no commit for its parent")
+    if ctx.last_validators is None:
+        raise BadCommit("no validator set known for the parent height")
+    verify_commit(
+        ctx.params.chain_id,
+        commit,
+        ctx.last_validators,
+        height=ctx.prev_height,
+        block_hash=ctx.prev_hash,
+    )
+    return tuple(commit_signers(commit, ctx.last_validators))
+
+
+def _check_evidence(block: Block, ctx: BlockContext) -> tuple[Validator, ...]:
+    h = block.header
+    try:
+        ev_hash = evidence_hash(block.evidence)
+    except (ValueError, TypeError, OverflowError, struct.error):
+        raise BadEvidence("evidence has out-of-range fields") from None
+    if h.evidence_hash != ev_hash:
+        raise BadEvidence("evidence_hash does not match the evidence")
+    seen: set[bytes] = set()
+    culprits: list[Validator] = []
+    for ev in block.evidence:
+        key = evidence_element_hash(ev)
+        if key in seen:
+            raise BadEvidence("evidence included twice")
+        seen.add(key)
+        ev_height = ev.vote_a.height
+        if ev_height == h.height:
+            vs: ValidatorSet | None = ctx.validators
+        elif ev_height == ctx.prev_height:
+            vs = ctx.last_validators
+        else:
+            vs = ctx.evidence_validators.get(ev_height)
+        if vs is None:
+            raise BadEvidence(f"evidence for height {ev_height} is too old or from the future")
+        culprits.append(verify_duplicate_vote_evidence(ctx.params.chain_id, ev, vs))
+    return tuple(culprits)
+
+
+def validate_block(
+    block: Block,
+    ctx: BlockContext,
+    view: UtxoView,
+    rules: LedgerRules,
+    muhash: MuHash3072,
+) -> BlockResult:
+    """Validate *block* on top of its parent and return the effect of applying it.
+
+    *view* is the UTXO set after the parent; *muhash* the parent's MuHash
+    state (not modified). Raises an ``InvalidBlock`` subclass (or
+    ``BlockTransactionInvalid`` with the offending transaction's reason).
+    """
+    params = ctx.params
+    header = block.header
+    height = header.height
+    _check_header(block, ctx)
+    _check_bounds(block, params)
+    proposer = _check_sets(block, ctx)
+    if header.tx_root != merkle_root([tx.txid for tx in block.txs]):
+        raise BadMerkleRoot("tx_root is not the merkle root of the txids in block order")
+    txs = block.txs
+    if not txs[0].is_coinbase:
+        raise BlockTransactionInvalid(0, BadCoinbase("first transaction is not a coinbase"))
+    signers = _check_last_commit(block, ctx)
+
+    overlay = UtxoOverlay(view)
+    fees = 0
+    sig_ok = True if ctx.signatures_checked else None
+    for i in range(1, len(txs)):
+        tx = txs[i]
+        try:
+            if tx.is_coinbase:
+                raise BadCoinbase("a coinbase is only valid as the first transaction")
+            for txin in tx.body.inputs:
+                if overlay.is_spent_here(txin.prev_out):
+                    raise DoubleSpend(f"{txin.prev_out} already spent in this block")
+            fees += validate_transaction(tx, overlay, height, params, sig_ok=sig_ok)
+            rules.validate_transaction(tx, overlay, height, params)
+            overlay.apply_tx(tx, height)
+        except BlockTransactionInvalid:
+            raise
+        except TimecoinError as exc:
+            raise BlockTransactionInvalid(i, exc) from exc
+        if fees > MAX_MONEY_UNITS:
+            raise BadReward("block fees exceed the money bound")
+
+    reward, expected = expected_coinbase(height, fees, proposer, signers, params, rules)
+    coinbase = txs[0]
+    try:
+        paid = validate_coinbase(coinbase, height, expected, reward, params)
+        overlay.apply_tx(coinbase, height)
+    except BadReward:
+        raise
+    except TimecoinError as exc:
+        raise BlockTransactionInvalid(0, exc) from exc
+
+    try:
+        # The registry before this block is the set deciding the next height (H+2 rule).
+        updates = validator_updates(txs, ctx.next_validators, strict=True)
+    except BadPayload as exc:
+        raise BlockTransactionInvalid(int(exc.details.get("index", 0)), exc) from exc
+
+    culprits = _check_evidence(block, ctx)
+    rules.validate_block(block, ctx.validators, params)
+
+    changes = overlay.changes()
+    digest, new_muhash = next_utxo_commitment(muhash, changes)
+    if digest != header.utxo_commitment:
+        raise BadUtxoCommitment("utxo_commitment does not match the UTXO set after the block")
+    return BlockResult(
+        changes=changes,
+        fees=fees,
+        reward=paid,
+        utxo_commitment=digest,
+        muhash=new_muhash,
+        signers=signers,
+        culprits=culprits,
+        validator_updates=updates,
+    )
