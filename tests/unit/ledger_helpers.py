@@ -62,10 +62,15 @@ PARAMS = ChainParams.for_network("devnet")
 TIME = 100_000_000
 
 
+_KEYS_BY_PUBKEY: dict[bytes, KeyPair] = {}
+
+
 @functools.cache
 def key(i: int) -> KeyPair:
     """A deterministic test key number *i*."""
-    return KeyPair.from_secret(sha256(b"timecoin-test-key" + i.to_bytes(4, "big")))
+    k = KeyPair.from_secret(sha256(b"timecoin-test-key" + i.to_bytes(4, "big")))
+    _KEYS_BY_PUBKEY[k.pubkey] = k
+    return k
 
 
 def pkh(i: int) -> bytes:
@@ -233,11 +238,8 @@ def make_set(powers: Sequence[int]) -> ValidatorSet:
 
 
 def key_of(v: Validator) -> KeyPair:
-    """The test key behind validator *v*."""
-    for i in range(256):
-        if validator_key(i).pubkey == v.pubkey:
-            return validator_key(i)
-    raise KeyError(v.address.hex())
+    """The test key behind validator *v* (any key made by ``key()``)."""
+    return _KEYS_BY_PUBKEY[v.pubkey]
 
 
 def signed_vote(
