@@ -83,7 +83,7 @@ def samples() -> dict[str, bytes]:
         h32(5),
         h32(6),
         key(1).address_payload,
-        b"",
+        h32(10),
     )
     vote = Vote(VoteType.PREVOTE, 3, 0, h32(7), key(1).address_payload, bytes(range(64)))
     commit = Commit(2, 0, h32(8), (CommitSig(key(1).address_payload, bytes(64)),) * 2)

@@ -365,8 +365,8 @@ def encode_header(h: BlockHeader) -> bytes:
 def _header_from_pb(msg: pb.BlockHeader, *, limits: Limits = DEFAULT_LIMITS) -> BlockHeader:
     """Convert a parsed BlockHeader message.
 
-    Hashes must be 32 bytes; ``last_commit_hash`` and ``evidence_hash`` may be
-    empty (height 1 has no last commit; the ledger decides what it expects).
+    Every hash is 32 bytes (an absent commit or empty evidence list hashes to
+    SHA-256("") by core/commit.py) and the proposer address 20.
     """
     return BlockHeader(
         version=msg.version,
@@ -375,12 +375,12 @@ def _header_from_pb(msg: pb.BlockHeader, *, limits: Limits = DEFAULT_LIMITS) -> 
         time_ms=msg.time_ms,
         prev_block_hash=_fixed(msg.prev_block_hash, HASH_LEN, "prev_block_hash"),
         tx_root=_fixed(msg.tx_root, HASH_LEN, "tx_root"),
-        last_commit_hash=_hash_or_empty(msg.last_commit_hash, "last_commit_hash"),
+        last_commit_hash=_fixed(msg.last_commit_hash, HASH_LEN, "last_commit_hash"),
         validators_hash=_fixed(msg.validators_hash, HASH_LEN, "validators_hash"),
         next_validators_hash=_fixed(msg.next_validators_hash, HASH_LEN, "next_validators_hash"),
         utxo_commitment=_fixed(msg.utxo_commitment, HASH_LEN, "utxo_commitment"),
         proposer_address=_fixed(msg.proposer_address, ADDRESS_PAYLOAD_LEN, "proposer_address"),
-        evidence_hash=_hash_or_empty(msg.evidence_hash, "evidence_hash"),
+        evidence_hash=_fixed(msg.evidence_hash, HASH_LEN, "evidence_hash"),
     )
 
 
@@ -631,8 +631,14 @@ def decode_evidence(data: bytes | pb.Evidence, *, limits: Limits = DEFAULT_LIMIT
 # --- validators ---------------------------------------------------------------------
 
 
+# ``validators_hash`` (core/commit.py) covers ``reward_pubkey_hash``, so a set
+# sent over the wire must carry it. The proto field is used as soon as the
+# schema has it; until then only sets without reward overrides round-trip.
+_HAS_REWARD_FIELD = "reward_pubkey_hash" in pb.Validator.DESCRIPTOR.fields_by_name
+
+
 def validator_to_pb(v: Validator) -> pb.Validator:
-    """Convert a Validator to its message (``reward_pubkey_hash`` has no wire field yet)."""
+    """Convert a Validator to its protobuf message."""
     msg = pb.Validator(
         address=v.address,
         pubkey=v.pubkey,
@@ -641,6 +647,10 @@ def validator_to_pb(v: Validator) -> pb.Validator:
     )
     if v.collateral is not None:
         msg.collateral.CopyFrom(outpoint_to_pb(v.collateral))
+    if v.reward_pubkey_hash:
+        if not _HAS_REWARD_FIELD:
+            raise ValueError("this proto schema cannot carry Validator.reward_pubkey_hash")
+        msg.reward_pubkey_hash = v.reward_pubkey_hash
     return msg
 
 
@@ -652,12 +662,16 @@ def _validator_from_pb(msg: pb.Validator) -> Validator:
         raise DecodeError("validator address does not match its pubkey")
     if msg.power == 0:
         raise DecodeError("validator with zero power")
+    reward = bytes(getattr(msg, "reward_pubkey_hash", b""))
+    if len(reward) not in (0, ADDRESS_PAYLOAD_LEN):
+        raise DecodeError("validator reward_pubkey_hash must be empty or 20 bytes")
     return Validator(
         address=address,
         pubkey=pubkey,
         power=msg.power,
         tier=_tier(msg.tier, "validator", allow_unspecified=True),
         collateral=_outpoint_from_pb(msg.collateral) if msg.HasField("collateral") else None,
+        reward_pubkey_hash=reward,
     )
 
 
