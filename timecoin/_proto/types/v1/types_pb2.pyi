@@ -318,18 +318,20 @@ class Evidence(_message.Message):
     def __init__(self, duplicate_vote: _Optional[_Union[DuplicateVoteEvidence, _Mapping]] = ...) -> None: ...
 
 class Validator(_message.Message):
-    __slots__ = ("address", "pubkey", "power", "tier", "collateral")
+    __slots__ = ("address", "pubkey", "power", "tier", "collateral", "reward_pubkey_hash")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PUBKEY_FIELD_NUMBER: _ClassVar[int]
     POWER_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     COLLATERAL_FIELD_NUMBER: _ClassVar[int]
+    REWARD_PUBKEY_HASH_FIELD_NUMBER: _ClassVar[int]
     address: bytes
     pubkey: bytes
     power: int
     tier: MasternodeTier
     collateral: OutPoint
-    def __init__(self, address: _Optional[bytes] = ..., pubkey: _Optional[bytes] = ..., power: _Optional[int] = ..., tier: _Optional[_Union[MasternodeTier, str]] = ..., collateral: _Optional[_Union[OutPoint, _Mapping]] = ...) -> None: ...
+    reward_pubkey_hash: bytes
+    def __init__(self, address: _Optional[bytes] = ..., pubkey: _Optional[bytes] = ..., power: _Optional[int] = ..., tier: _Optional[_Union[MasternodeTier, str]] = ..., collateral: _Optional[_Union[OutPoint, _Mapping]] = ..., reward_pubkey_hash: _Optional[bytes] = ...) -> None: ...
 
 class ValidatorSet(_message.Message):
     __slots__ = ("validators",)

@@ -1,0 +1,1 @@
+"""The asyncio node shell: chain state, mempool, consensus driver, services."""

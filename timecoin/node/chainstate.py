@@ -1,0 +1,364 @@
+"""Chain state: the finalized chain as the node holds it, over the chain store.
+
+This is the bridge between the pure ledger (``timecoin.core``) and storage.
+It is synchronous and is only ever called from the node's single storage
+thread (``Node`` runs it through ``run_in_executor``), which makes it the one
+writer of the store; readers (API) use store snapshots or the immutable
+values published here.
+
+What is kept beside the blocks (DESIGN.md, Consensus; core/validators.py):
+
+* ``validators(h)`` for h = tip (signed the tip's commit), tip+1 and tip+2
+  (the H+2 rule: block H fixes the set that decides H+2);
+* the proposer priorities at the start of tip+1 (CometBFT rotation);
+* the MuHash3072 state of the UTXO set.
+
+They are written as metadata in the same atomic batch as the block, so a
+crash leaves either the old tip with its sets or the new one with its sets.
+Genesis is stored as a "block" at height 0 with no bytes, whose hash is the
+genesis hash and whose UTXO changes create the allocations.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from timecoin.consensus.proposer import ProposerPriorities
+from timecoin.core.block import BlockContext, BlockResult, expected_coinbase, validate_block
+from timecoin.core.commit import commit_hash, commit_signers, evidence_hash, validators_hash
+from timecoin.core.errors import BadHeight, ConfigError, StorageError, TimecoinError
+from timecoin.core.genesis import Genesis, genesis_changes, genesis_hash, genesis_validator_set
+from timecoin.core.merkle import merkle_root
+from timecoin.core.muhash import MuHash3072, apply_changes
+from timecoin.core.params import ChainParams
+from timecoin.core.rules import LedgerRules
+from timecoin.core.tx import validate_transaction
+from timecoin.core.types import (
+    Block,
+    BlockHeader,
+    Commit,
+    DuplicateVoteEvidence,
+    Transaction,
+    TxBody,
+    TxOut,
+    ValidatorSet,
+)
+from timecoin.core.utxo import UtxoOverlay
+from timecoin.core.validators import next_validator_set, remove_validators
+from timecoin.node import failpoints
+from timecoin.storage.chainstore import BlockRecord, ChainStore
+from timecoin.wire.codec import (
+    decode_block,
+    decode_commit,
+    decode_validator_set,
+    encode_block,
+    encode_commit,
+    encode_tx_body,
+    encode_validator_set,
+    make_block,
+    make_transaction,
+)
+
+log = logging.getLogger("timed.chain")
+
+K_GENESIS = b"genesis"
+K_SETS = b"sets"
+"""Metadata: validator sets for tip, tip+1, tip+2 and the priorities for tip+1."""
+
+Penalize = Callable[[DuplicateVoteEvidence, ValidatorSet, int], ValidatorSet]
+
+
+@dataclass(frozen=True, slots=True)
+class ChainTipInfo:
+    """An immutable view of the tip, safe to read from any thread."""
+
+    height: int
+    block_hash: bytes
+    time_ms: int
+    utxo_commitment: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ProposedBlock:
+    """A block this node built, with the result of validating it."""
+
+    block: Block
+    block_bytes: bytes
+    result: BlockResult
+
+
+def _encode_sets(sets: Sequence[ValidatorSet], priorities: Sequence[int]) -> bytes:
+    parts = [struct.pack(">I", len(priorities)), struct.pack(f">{len(priorities)}q", *priorities)]
+    for vs in sets:
+        raw = encode_validator_set(vs)
+        parts.append(struct.pack(">I", len(raw)) + raw)
+    return b"".join(parts)
+
+
+def _decode_sets(data: bytes) -> tuple[list[ValidatorSet], tuple[int, ...]]:
+    (n,) = struct.unpack_from(">I", data, 0)
+    off = 4
+    prios = struct.unpack_from(f">{n}q", data, off)
+    off += 8 * n
+    sets = []
+    while off < len(data):
+        (ln,) = struct.unpack_from(">I", data, off)
+        off += 4
+        sets.append(decode_validator_set(data[off : off + ln]))
+        off += ln
+    return sets, tuple(prios)
+
+
+class ChainState:
+    """The node's finalized chain: validation, block building and atomic commits."""
+
+    def __init__(
+        self,
+        params: ChainParams,
+        genesis: Genesis,
+        store: ChainStore,
+        rules: LedgerRules,
+        penalize: Penalize | None = None,
+    ) -> None:
+        if genesis.chain_id != params.chain_id:
+            raise ConfigError(
+                f"genesis chain_id {genesis.chain_id!r} differs from the config's {params.chain_id!r}"
+            )
+        self.params = params
+        self.genesis = genesis
+        self.genesis_hash = genesis_hash(genesis)
+        self.store = store
+        self.rules = rules
+        self._penalize = penalize
+        self.height = 0
+        self.tip_hash = self.genesis_hash
+        self.tip_time_ms = genesis.genesis_time_ms
+        self.muhash = MuHash3072()
+        self._sets: dict[int, ValidatorSet] = {}
+        self.priorities: ProposerPriorities
+        self._load()
+
+    # --- start-up ---------------------------------------------------------------
+
+    def _load(self) -> None:
+        tip = self.store.tip()
+        if tip is None:
+            self._write_genesis()
+            tip = self.store.tip()
+            assert tip is not None
+        stored = self.store.get_meta(K_GENESIS)
+        if stored != self.genesis_hash:
+            raise ConfigError(
+                "the store belongs to another genesis "
+                f"({(stored or b'').hex()[:16]}... vs {self.genesis_hash.hex()[:16]}...)"
+            )
+        state = self.store.get_utxo_state()
+        if state is None:
+            raise StorageError("store has a tip but no UTXO commitment state")
+        self.muhash = MuHash3072.deserialize(state)
+        sets_raw = self.store.get_meta(K_SETS)
+        if sets_raw is None:
+            raise StorageError("store has a tip but no validator sets")
+        sets, prios = _decode_sets(sets_raw)
+        self.height = tip.height
+        self.tip_hash = tip.block_hash
+        self._sets = {tip.height + i: vs for i, vs in enumerate(sets)}
+        self.priorities = ProposerPriorities(self._sets[tip.height + 1], prios)
+        if tip.height > 0:
+            raw = self.store.get_block_bytes(tip.height)
+            assert raw is not None
+            self.tip_time_ms = decode_block(raw, self.params.network).header.time_ms
+
+    def _write_genesis(self) -> None:
+        changes = genesis_changes(self.genesis)
+        h = MuHash3072()
+        apply_changes(h, changes)
+        vs = genesis_validator_set(self.genesis)
+        prios = ProposerPriorities.genesis(vs)
+        self.store.commit_block(
+            BlockRecord(
+                height=0,
+                block_hash=self.genesis_hash,
+                block_bytes=b"",
+                txids=(),
+                changes=changes,
+                utxo_state=h.serialize(),
+                validator_set_bytes=encode_validator_set(vs),
+                extra=(
+                    (K_GENESIS, self.genesis_hash),
+                    (K_SETS, _encode_sets([vs, vs, vs], prios.priorities)),
+                ),
+            )
+        )
+        log.info("Genesis written", extra={"fields": {"hash": self.genesis_hash.hex()[:16]}})
+
+    # --- queries ----------------------------------------------------------------
+
+    def validators(self, height: int) -> ValidatorSet:
+        """The set that decides *height* (tip, tip+1 or tip+2), else from history."""
+        vs = self._sets.get(height)
+        if vs is not None:
+            return vs
+        raw = self.store.get_validator_set_bytes(height)
+        if raw is None:
+            raise BadHeight(f"no validator set known for height {height}")
+        return decode_validator_set(raw)
+
+    def tip_info(self) -> ChainTipInfo:
+        return ChainTipInfo(self.height, self.tip_hash, self.tip_time_ms, self.muhash.digest())
+
+    def proposer(self, round_: int) -> bytes:
+        """Address of the proposer of *round_* at the next height."""
+        return self.priorities.proposer_address(round_)
+
+    def seen_commit(self, height: int) -> Commit | None:
+        """The commit that finalized *height* as this node saw it."""
+        raw = self.store.get_seen_commit(height)
+        return None if raw is None else decode_commit(raw)
+
+    # --- building and validating --------------------------------------------------
+
+    def _context(self, now_ms: int, expected_proposer: bytes | None) -> BlockContext:
+        h = self.height + 1
+        return BlockContext(
+            params=self.params,
+            prev_height=self.height,
+            prev_hash=self.tip_hash,
+            prev_time_ms=self.tip_time_ms,
+            validators=self._sets[h],
+            next_validators=self._sets[h + 1],
+            last_validators=self._sets.get(self.height) if self.height > 0 else None,
+            max_time_ms=now_ms + self.params.max_future_block_time_ms,
+            expected_proposer=expected_proposer,
+        )
+
+    def build_block(
+        self,
+        proposer: bytes,
+        now_ms: int,
+        last_commit: Commit | None,
+        candidates: Sequence[Transaction],
+        evidence: Sequence[DuplicateVoteEvidence] = (),
+        *,
+        signatures_checked: bool = True,
+    ) -> ProposedBlock:
+        """Build the next block from *candidates* (best first), skipping any that no longer fit.
+
+        *candidates* come from the mempool, whose admission verified their
+        signatures. The result is validated like any received block before it
+        is returned, so this node never proposes an invalid block.
+        """
+        height = self.height + 1
+        params = self.params
+        vs = self._sets[height]
+        proposer_v = vs.get(proposer)
+        if proposer_v is None:
+            raise BadHeight(f"{proposer.hex()} is not a validator at height {height}")
+        signers = commit_signers(last_commit, self._sets[self.height]) if last_commit else []
+        overlay = UtxoOverlay(self.store)
+        chosen: list[Transaction] = []
+        fees = 0
+        size = 1024  # header, coinbase and commit headroom
+        sig_ok = True if signatures_checked else None
+        for tx in candidates:
+            if len(chosen) + 2 > params.max_block_txs or size + tx.size > params.max_block_bytes:
+                break
+            try:
+                if any(overlay.is_spent_here(i.prev_out) for i in tx.body.inputs):
+                    continue
+                fee = validate_transaction(tx, overlay, height, params, sig_ok=sig_ok)
+                self.rules.validate_transaction(tx, overlay, height, params)
+            except TimecoinError:
+                continue
+            overlay.apply_tx(tx, height)
+            chosen.append(tx)
+            fees += fee
+            size += tx.size
+        _, outputs = expected_coinbase(height, fees, proposer_v, signers, params, self.rules)
+        body = TxBody(
+            version=params.tx_version,
+            chain_id=params.chain_id,
+            inputs=(),
+            outputs=tuple(TxOut(amount, pkh) for pkh, amount in outputs),
+            coinbase_height=height,
+        )
+        coinbase = make_transaction(encode_tx_body(body, params.network), (), params.network)
+        overlay.apply_tx(coinbase, height)
+        txs = (coinbase, *chosen)
+        changes = overlay.changes()
+        h = self.muhash.copy()
+        apply_changes(h, changes)
+        header = BlockHeader(
+            version=params.block_version,
+            chain_id=params.chain_id,
+            height=height,
+            time_ms=max(now_ms, self.tip_time_ms + 1),
+            prev_block_hash=self.tip_hash,
+            tx_root=merkle_root([tx.txid for tx in txs]),
+            last_commit_hash=commit_hash(last_commit),
+            validators_hash=validators_hash(vs),
+            next_validators_hash=validators_hash(self._sets[height + 1]),
+            utxo_commitment=h.digest(),
+            proposer_address=proposer,
+            evidence_hash=evidence_hash(evidence),
+        )
+        block = make_block(header, txs, last_commit, evidence)
+        result = self.validate(block, now_ms, expected_proposer=proposer, signatures_checked=True)
+        return ProposedBlock(block, encode_block(block), result)
+
+    def validate(
+        self,
+        block: Block,
+        now_ms: int,
+        *,
+        expected_proposer: bytes | None = None,
+        signatures_checked: bool = False,
+    ) -> BlockResult:
+        """Validate *block* as the next block; raises an InvalidBlock subclass."""
+        ctx = self._context(now_ms, expected_proposer)
+        if signatures_checked:
+            from dataclasses import replace
+
+            ctx = replace(ctx, signatures_checked=True)
+        return validate_block(block, ctx, self.store, self.rules, self.muhash)
+
+    # --- committing ---------------------------------------------------------------
+
+    def commit(self, block: Block, block_bytes: bytes, result: BlockResult, commit: Commit) -> None:
+        """Write *block* and everything that changes with it in one atomic batch."""
+        height = block.header.height
+        if height != self.height + 1 or block.header.prev_block_hash != self.tip_hash:
+            raise BadHeight(f"block {height} does not extend tip {self.height}")
+        set_h1 = self._sets[height + 1]
+        set_h2 = next_validator_set(self._sets[height + 1], result.validator_updates)
+        if result.culprits:
+            for ev in block.evidence:
+                set_h2 = (
+                    self._penalize(ev, set_h2, height)
+                    if self._penalize
+                    else remove_validators(set_h2, [ev.vote_a.validator_address])
+                )
+        new_prios = self.priorities.advance(set_h1)
+        record = BlockRecord(
+            height=height,
+            block_hash=block.hash,
+            block_bytes=block_bytes,
+            txids=tuple(tx.txid for tx in block.txs),
+            changes=result.changes,
+            utxo_state=result.muhash.serialize(),
+            commit_bytes=encode_commit(commit),
+            validator_set_bytes=encode_validator_set(self._sets[height]),
+            extra=((K_SETS, _encode_sets([self._sets[height], set_h1, set_h2], new_prios.priorities)),),
+        )
+        failpoints.hit("block_write.before")
+        self.store.commit_block(record)
+        failpoints.hit("block_write.after")
+        self._sets = {height: self._sets[height], height + 1: set_h1, height + 2: set_h2}
+        self.priorities = new_prios
+        self.muhash = result.muhash
+        self.height = height
+        self.tip_hash = block.hash
+        self.tip_time_ms = block.header.time_ms
