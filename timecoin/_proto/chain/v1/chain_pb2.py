@@ -26,15 +26,15 @@ _sym_db = _symbol_database.Default()
 from timecoin._proto.types.v1 import types_pb2 as timecoin_dot_types_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtimecoin/chain/v1/chain.proto\x12\x11timecoin.chain.v1\x1a\x1dtimecoin/types/v1/types.proto\"\x12\n\x10GetStatusRequest\"\xf9\x01\n\x11GetStatusResponse\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\t\x12\x0f\n\x07network\x18\x02 \x01(\t\x12\x0e\n\x06height\x18\x03 \x01(\x04\x12\x10\n\x08tip_hash\x18\x04 \x01(\x0c\x12\x13\n\x0btip_time_ms\x18\x05 \x01(\x04\x12\x17\n\x0futxo_commitment\x18\x06 \x01(\x0c\x12\x14\n\x0cgenesis_hash\x18\x07 \x01(\x0c\x12\x14\n\x0cnode_version\x18\x08 \x01(\t\x12\x0f\n\x07node_id\x18\t \x01(\x0c\x12\r\n\x05peers\x18\n \x01(\r\x12\x0f\n\x07syncing\x18\x0b \x01(\x08\x12\x14\n\x0cmempool_size\x18\x0c \x01(\r\"?\n\x0fGetBlockRequest\x12\x10\n\x06height\x18\x01 \x01(\x04H\x00\x12\x0e\n\x04hash\x18\x02 \x01(\x0cH\x00\x42\n\n\x08selector\"\x8a\x01\n\x10GetBlockResponse\x12\'\n\x05\x62lock\x18\x01 \x01(\x0b\x32\x18.timecoin.types.v1.Block\x12\x12\n\nblock_hash\x18\x02 \x01(\x0c\x12\x0e\n\x06height\x18\x03 \x01(\x04\x12)\n\x06\x63ommit\x18\x04 \x01(\x0b\x32\x19.timecoin.types.v1.Commit\"%\n\x15GetTransactionRequest\x12\x0c\n\x04txid\x18\x01 \x01(\x0c\"\xda\x01\n\x16GetTransactionResponse\x12\x33\n\x0btransaction\x18\x01 \x01(\x0b\x32\x1e.timecoin.types.v1.Transaction\x12\x0e\n\x06height\x18\x02 \x01(\x04\x12\x10\n\x08position\x18\x03 \x01(\r\x12\x12\n\nblock_hash\x18\x04 \x01(\x0c\x12\x14\n\x0cheader_bytes\x18\x05 \x01(\x0c\x12)\n\x06\x63ommit\x18\x06 \x01(\x0b\x32\x19.timecoin.types.v1.Commit\x12\x14\n\x0cmerkle_proof\x18\x07 \x03(\x0c\"`\n\x12ListUnspentRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12*\n\x05\x61\x66ter\x18\x03 \x01(\x0b\x32\x1b.timecoin.types.v1.OutPoint\"|\n\x07Unspent\x12.\n\tout_point\x18\x01 \x01(\x0b\x32\x1b.timecoin.types.v1.OutPoint\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0e\n\x06height\x18\x04 \x01(\x04\x12\x10\n\x08\x63oinbase\x18\x05 \x01(\x08\"h\n\x13ListUnspentResponse\x12+\n\x07unspent\x18\x01 \x03(\x0b\x32\x1a.timecoin.chain.v1.Unspent\x12\x14\n\x0ctotal_amount\x18\x02 \x01(\x04\x12\x0e\n\x06height\x18\x03 \x01(\x04\"(\n\x16GetValidatorSetRequest\x12\x0e\n\x06height\x18\x01 \x01(\x04\"v\n\x17GetValidatorSetResponse\x12\x0e\n\x06height\x18\x01 \x01(\x04\x12\x36\n\rvalidator_set\x18\x02 \x01(\x0b\x32\x1f.timecoin.types.v1.ValidatorSet\x12\x13\n\x0btotal_power\x18\x03 \x01(\x04\"6\n\x16SubscribeBlocksRequest\x12\x1c\n\x14include_transactions\x18\x01 \x01(\x08\"\xaa\x01\n\x17SubscribeBlocksResponse\x12)\n\x05\x62lock\x18\x01 \x01(\x0b\x32\x18.timecoin.types.v1.BlockH\x00\x12\x37\n\x07\x64ropped\x18\x02 \x01(\x0b\x32$.timecoin.chain.v1.SubscriberDroppedH\x00\x12\x0e\n\x06height\x18\x03 \x01(\x04\x12\x12\n\nblock_hash\x18\x04 \x01(\x0c\x42\x07\n\x05\x65vent\"=\n\x11SubscriberDropped\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x18\n\x10last_height_sent\x18\x02 \x01(\x04\"+\n\x1bSubscribeTransactionRequest\x12\x0c\n\x04txid\x18\x01 \x01(\x0c\"\xe0\x01\n\x1cSubscribeTransactionResponse\x12\x34\n\x06status\x18\x01 \x01(\x0e\x32$.timecoin.chain.v1.TransactionStatus\x12\x0e\n\x06height\x18\x02 \x01(\x04\x12\x12\n\nblock_hash\x18\x03 \x01(\x0c\x12/\n\trejection\x18\x04 \x01(\x0b\x32\x1c.timecoin.types.v1.Rejection\x12\x35\n\x07\x64ropped\x18\x05 \x01(\x0b\x32$.timecoin.chain.v1.SubscriberDropped*\xb6\x01\n\x11TransactionStatus\x12\"\n\x1eTRANSACTION_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aTRANSACTION_STATUS_UNKNOWN\x10\x01\x12\x1e\n\x1aTRANSACTION_STATUS_PENDING\x10\x02\x12\x1c\n\x18TRANSACTION_STATUS_FINAL\x10\x03\x12\x1f\n\x1bTRANSACTION_STATUS_REJECTED\x10\x04\x32\xd1\x05\n\x0c\x43hainService\x12V\n\tGetStatus\x12#.timecoin.chain.v1.GetStatusRequest\x1a$.timecoin.chain.v1.GetStatusResponse\x12S\n\x08GetBlock\x12\".timecoin.chain.v1.GetBlockRequest\x1a#.timecoin.chain.v1.GetBlockResponse\x12\x65\n\x0eGetTransaction\x12(.timecoin.chain.v1.GetTransactionRequest\x1a).timecoin.chain.v1.GetTransactionResponse\x12\\\n\x0bListUnspent\x12%.timecoin.chain.v1.ListUnspentRequest\x1a&.timecoin.chain.v1.ListUnspentResponse\x12h\n\x0fGetValidatorSet\x12).timecoin.chain.v1.GetValidatorSetRequest\x1a*.timecoin.chain.v1.GetValidatorSetResponse\x12j\n\x0fSubscribeBlocks\x12).timecoin.chain.v1.SubscribeBlocksRequest\x1a*.timecoin.chain.v1.SubscribeBlocksResponse0\x01\x12y\n\x14SubscribeTransaction\x12..timecoin.chain.v1.SubscribeTransactionRequest\x1a/.timecoin.chain.v1.SubscribeTransactionResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtimecoin/chain/v1/chain.proto\x12\x11timecoin.chain.v1\x1a\x1dtimecoin/types/v1/types.proto\"\x12\n\x10GetStatusRequest\"\xf9\x01\n\x11GetStatusResponse\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\t\x12\x0f\n\x07network\x18\x02 \x01(\t\x12\x0e\n\x06height\x18\x03 \x01(\x04\x12\x10\n\x08tip_hash\x18\x04 \x01(\x0c\x12\x13\n\x0btip_time_ms\x18\x05 \x01(\x04\x12\x17\n\x0futxo_commitment\x18\x06 \x01(\x0c\x12\x14\n\x0cgenesis_hash\x18\x07 \x01(\x0c\x12\x14\n\x0cnode_version\x18\x08 \x01(\t\x12\x0f\n\x07node_id\x18\t \x01(\x0c\x12\r\n\x05peers\x18\n \x01(\r\x12\x0f\n\x07syncing\x18\x0b \x01(\x08\x12\x14\n\x0cmempool_size\x18\x0c \x01(\r\"?\n\x0fGetBlockRequest\x12\x10\n\x06height\x18\x01 \x01(\x04H\x00\x12\x0e\n\x04hash\x18\x02 \x01(\x0cH\x00\x42\n\n\x08selector\"\x8a\x01\n\x10GetBlockResponse\x12\'\n\x05\x62lock\x18\x01 \x01(\x0b\x32\x18.timecoin.types.v1.Block\x12\x12\n\nblock_hash\x18\x02 \x01(\x0c\x12\x0e\n\x06height\x18\x03 \x01(\x04\x12)\n\x06\x63ommit\x18\x04 \x01(\x0b\x32\x19.timecoin.types.v1.Commit\"%\n\x15GetTransactionRequest\x12\x0c\n\x04txid\x18\x01 \x01(\x0c\"\xec\x01\n\x16GetTransactionResponse\x12\x33\n\x0btransaction\x18\x01 \x01(\x0b\x32\x1e.timecoin.types.v1.Transaction\x12\x0e\n\x06height\x18\x02 \x01(\x04\x12\x10\n\x08position\x18\x03 \x01(\r\x12\x12\n\nblock_hash\x18\x04 \x01(\x0c\x12\x14\n\x0cheader_bytes\x18\x05 \x01(\x0c\x12)\n\x06\x63ommit\x18\x06 \x01(\x0b\x32\x19.timecoin.types.v1.Commit\x12\x14\n\x0cmerkle_proof\x18\x07 \x03(\x0c\x12\x10\n\x08tx_count\x18\x08 \x01(\r\"`\n\x12ListUnspentRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12*\n\x05\x61\x66ter\x18\x03 \x01(\x0b\x32\x1b.timecoin.types.v1.OutPoint\"|\n\x07Unspent\x12.\n\tout_point\x18\x01 \x01(\x0b\x32\x1b.timecoin.types.v1.OutPoint\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0e\n\x06height\x18\x04 \x01(\x04\x12\x10\n\x08\x63oinbase\x18\x05 \x01(\x08\"v\n\x13ListUnspentResponse\x12+\n\x07unspent\x18\x01 \x03(\x0b\x32\x1a.timecoin.chain.v1.Unspent\x12\x14\n\x0ctotal_amount\x18\x02 \x01(\x04\x12\x0e\n\x06height\x18\x03 \x01(\x04\x12\x0c\n\x04more\x18\x04 \x01(\x08\"(\n\x16GetValidatorSetRequest\x12\x0e\n\x06height\x18\x01 \x01(\x04\"v\n\x17GetValidatorSetResponse\x12\x0e\n\x06height\x18\x01 \x01(\x04\x12\x36\n\rvalidator_set\x18\x02 \x01(\x0b\x32\x1f.timecoin.types.v1.ValidatorSet\x12\x13\n\x0btotal_power\x18\x03 \x01(\x04\"6\n\x16SubscribeBlocksRequest\x12\x1c\n\x14include_transactions\x18\x01 \x01(\x08\"\xaa\x01\n\x17SubscribeBlocksResponse\x12)\n\x05\x62lock\x18\x01 \x01(\x0b\x32\x18.timecoin.types.v1.BlockH\x00\x12\x37\n\x07\x64ropped\x18\x02 \x01(\x0b\x32$.timecoin.chain.v1.SubscriberDroppedH\x00\x12\x0e\n\x06height\x18\x03 \x01(\x04\x12\x12\n\nblock_hash\x18\x04 \x01(\x0c\x42\x07\n\x05\x65vent\"=\n\x11SubscriberDropped\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x18\n\x10last_height_sent\x18\x02 \x01(\x04\"+\n\x1bSubscribeTransactionRequest\x12\x0c\n\x04txid\x18\x01 \x01(\x0c\"\xe0\x01\n\x1cSubscribeTransactionResponse\x12\x34\n\x06status\x18\x01 \x01(\x0e\x32$.timecoin.chain.v1.TransactionStatus\x12\x0e\n\x06height\x18\x02 \x01(\x04\x12\x12\n\nblock_hash\x18\x03 \x01(\x0c\x12/\n\trejection\x18\x04 \x01(\x0b\x32\x1c.timecoin.types.v1.Rejection\x12\x35\n\x07\x64ropped\x18\x05 \x01(\x0b\x32$.timecoin.chain.v1.SubscriberDropped*\xb6\x01\n\x11TransactionStatus\x12\"\n\x1eTRANSACTION_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aTRANSACTION_STATUS_UNKNOWN\x10\x01\x12\x1e\n\x1aTRANSACTION_STATUS_PENDING\x10\x02\x12\x1c\n\x18TRANSACTION_STATUS_FINAL\x10\x03\x12\x1f\n\x1bTRANSACTION_STATUS_REJECTED\x10\x04\x32\xd1\x05\n\x0c\x43hainService\x12V\n\tGetStatus\x12#.timecoin.chain.v1.GetStatusRequest\x1a$.timecoin.chain.v1.GetStatusResponse\x12S\n\x08GetBlock\x12\".timecoin.chain.v1.GetBlockRequest\x1a#.timecoin.chain.v1.GetBlockResponse\x12\x65\n\x0eGetTransaction\x12(.timecoin.chain.v1.GetTransactionRequest\x1a).timecoin.chain.v1.GetTransactionResponse\x12\\\n\x0bListUnspent\x12%.timecoin.chain.v1.ListUnspentRequest\x1a&.timecoin.chain.v1.ListUnspentResponse\x12h\n\x0fGetValidatorSet\x12).timecoin.chain.v1.GetValidatorSetRequest\x1a*.timecoin.chain.v1.GetValidatorSetResponse\x12j\n\x0fSubscribeBlocks\x12).timecoin.chain.v1.SubscribeBlocksRequest\x1a*.timecoin.chain.v1.SubscribeBlocksResponse0\x01\x12y\n\x14SubscribeTransaction\x12..timecoin.chain.v1.SubscribeTransactionRequest\x1a/.timecoin.chain.v1.SubscribeTransactionResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'timecoin.chain.v1.chain_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRANSACTIONSTATUS']._serialized_start=1878
-  _globals['_TRANSACTIONSTATUS']._serialized_end=2060
+  _globals['_TRANSACTIONSTATUS']._serialized_start=1910
+  _globals['_TRANSACTIONSTATUS']._serialized_end=2092
   _globals['_GETSTATUSREQUEST']._serialized_start=83
   _globals['_GETSTATUSREQUEST']._serialized_end=101
   _globals['_GETSTATUSRESPONSE']._serialized_start=104
@@ -46,27 +46,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETTRANSACTIONREQUEST']._serialized_start=561
   _globals['_GETTRANSACTIONREQUEST']._serialized_end=598
   _globals['_GETTRANSACTIONRESPONSE']._serialized_start=601
-  _globals['_GETTRANSACTIONRESPONSE']._serialized_end=819
-  _globals['_LISTUNSPENTREQUEST']._serialized_start=821
-  _globals['_LISTUNSPENTREQUEST']._serialized_end=917
-  _globals['_UNSPENT']._serialized_start=919
-  _globals['_UNSPENT']._serialized_end=1043
-  _globals['_LISTUNSPENTRESPONSE']._serialized_start=1045
-  _globals['_LISTUNSPENTRESPONSE']._serialized_end=1149
-  _globals['_GETVALIDATORSETREQUEST']._serialized_start=1151
-  _globals['_GETVALIDATORSETREQUEST']._serialized_end=1191
-  _globals['_GETVALIDATORSETRESPONSE']._serialized_start=1193
-  _globals['_GETVALIDATORSETRESPONSE']._serialized_end=1311
-  _globals['_SUBSCRIBEBLOCKSREQUEST']._serialized_start=1313
-  _globals['_SUBSCRIBEBLOCKSREQUEST']._serialized_end=1367
-  _globals['_SUBSCRIBEBLOCKSRESPONSE']._serialized_start=1370
-  _globals['_SUBSCRIBEBLOCKSRESPONSE']._serialized_end=1540
-  _globals['_SUBSCRIBERDROPPED']._serialized_start=1542
-  _globals['_SUBSCRIBERDROPPED']._serialized_end=1603
-  _globals['_SUBSCRIBETRANSACTIONREQUEST']._serialized_start=1605
-  _globals['_SUBSCRIBETRANSACTIONREQUEST']._serialized_end=1648
-  _globals['_SUBSCRIBETRANSACTIONRESPONSE']._serialized_start=1651
-  _globals['_SUBSCRIBETRANSACTIONRESPONSE']._serialized_end=1875
-  _globals['_CHAINSERVICE']._serialized_start=2063
-  _globals['_CHAINSERVICE']._serialized_end=2784
+  _globals['_GETTRANSACTIONRESPONSE']._serialized_end=837
+  _globals['_LISTUNSPENTREQUEST']._serialized_start=839
+  _globals['_LISTUNSPENTREQUEST']._serialized_end=935
+  _globals['_UNSPENT']._serialized_start=937
+  _globals['_UNSPENT']._serialized_end=1061
+  _globals['_LISTUNSPENTRESPONSE']._serialized_start=1063
+  _globals['_LISTUNSPENTRESPONSE']._serialized_end=1181
+  _globals['_GETVALIDATORSETREQUEST']._serialized_start=1183
+  _globals['_GETVALIDATORSETREQUEST']._serialized_end=1223
+  _globals['_GETVALIDATORSETRESPONSE']._serialized_start=1225
+  _globals['_GETVALIDATORSETRESPONSE']._serialized_end=1343
+  _globals['_SUBSCRIBEBLOCKSREQUEST']._serialized_start=1345
+  _globals['_SUBSCRIBEBLOCKSREQUEST']._serialized_end=1399
+  _globals['_SUBSCRIBEBLOCKSRESPONSE']._serialized_start=1402
+  _globals['_SUBSCRIBEBLOCKSRESPONSE']._serialized_end=1572
+  _globals['_SUBSCRIBERDROPPED']._serialized_start=1574
+  _globals['_SUBSCRIBERDROPPED']._serialized_end=1635
+  _globals['_SUBSCRIBETRANSACTIONREQUEST']._serialized_start=1637
+  _globals['_SUBSCRIBETRANSACTIONREQUEST']._serialized_end=1680
+  _globals['_SUBSCRIBETRANSACTIONRESPONSE']._serialized_start=1683
+  _globals['_SUBSCRIBETRANSACTIONRESPONSE']._serialized_end=1907
+  _globals['_CHAINSERVICE']._serialized_start=2095
+  _globals['_CHAINSERVICE']._serialized_end=2816
 # @@protoc_insertion_point(module_scope)

@@ -81,7 +81,7 @@ class GetTransactionRequest(_message.Message):
     def __init__(self, txid: _Optional[bytes] = ...) -> None: ...
 
 class GetTransactionResponse(_message.Message):
-    __slots__ = ("transaction", "height", "position", "block_hash", "header_bytes", "commit", "merkle_proof")
+    __slots__ = ("transaction", "height", "position", "block_hash", "header_bytes", "commit", "merkle_proof", "tx_count")
     TRANSACTION_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +89,7 @@ class GetTransactionResponse(_message.Message):
     HEADER_BYTES_FIELD_NUMBER: _ClassVar[int]
     COMMIT_FIELD_NUMBER: _ClassVar[int]
     MERKLE_PROOF_FIELD_NUMBER: _ClassVar[int]
+    TX_COUNT_FIELD_NUMBER: _ClassVar[int]
     transaction: _types_pb2.Transaction
     height: int
     position: int
@@ -96,7 +97,8 @@ class GetTransactionResponse(_message.Message):
     header_bytes: bytes
     commit: _types_pb2.Commit
     merkle_proof: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, transaction: _Optional[_Union[_types_pb2.Transaction, _Mapping]] = ..., height: _Optional[int] = ..., position: _Optional[int] = ..., block_hash: _Optional[bytes] = ..., header_bytes: _Optional[bytes] = ..., commit: _Optional[_Union[_types_pb2.Commit, _Mapping]] = ..., merkle_proof: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    tx_count: int
+    def __init__(self, transaction: _Optional[_Union[_types_pb2.Transaction, _Mapping]] = ..., height: _Optional[int] = ..., position: _Optional[int] = ..., block_hash: _Optional[bytes] = ..., header_bytes: _Optional[bytes] = ..., commit: _Optional[_Union[_types_pb2.Commit, _Mapping]] = ..., merkle_proof: _Optional[_Iterable[bytes]] = ..., tx_count: _Optional[int] = ...) -> None: ...
 
 class ListUnspentRequest(_message.Message):
     __slots__ = ("address", "limit", "after")
@@ -123,14 +125,16 @@ class Unspent(_message.Message):
     def __init__(self, out_point: _Optional[_Union[_types_pb2.OutPoint, _Mapping]] = ..., amount: _Optional[int] = ..., address: _Optional[str] = ..., height: _Optional[int] = ..., coinbase: _Optional[bool] = ...) -> None: ...
 
 class ListUnspentResponse(_message.Message):
-    __slots__ = ("unspent", "total_amount", "height")
+    __slots__ = ("unspent", "total_amount", "height", "more")
     UNSPENT_FIELD_NUMBER: _ClassVar[int]
     TOTAL_AMOUNT_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
     unspent: _containers.RepeatedCompositeFieldContainer[Unspent]
     total_amount: int
     height: int
-    def __init__(self, unspent: _Optional[_Iterable[_Union[Unspent, _Mapping]]] = ..., total_amount: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+    more: bool
+    def __init__(self, unspent: _Optional[_Iterable[_Union[Unspent, _Mapping]]] = ..., total_amount: _Optional[int] = ..., height: _Optional[int] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class GetValidatorSetRequest(_message.Message):
     __slots__ = ("height",)
