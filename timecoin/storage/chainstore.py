@@ -28,6 +28,7 @@ point leaves the previous or the next state, never a mix. ``commit_block`` and
 
 from __future__ import annotations
 
+import struct
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -53,6 +54,7 @@ from timecoin.storage.codec import (
     encode_height,
     encode_outpoint,
     encode_undo,
+    make_coin,
 )
 from timecoin.storage.kv import KVReader, KVSnapshot, KVStore, WriteBatch
 
@@ -85,6 +87,16 @@ K_UTXO_STATE = b"m"
 K_VERSION = b"v"
 
 DEFAULT_PAGE_SIZE = 1000
+
+COIN_CACHE_ENTRIES = 1 << 16
+"""Bound of the decoded-coin cache (about 10 MB when full)."""
+
+_pack_u32 = U32.pack
+_unpack_coin = COIN.unpack
+# Shared by all readers: entries map immutable stored bytes to an equal
+# immutable Coin, so sharing across stores and threads is safe.
+_coin_cache: dict[bytes, Coin] = {}
+_coin_cache_get = _coin_cache.get
 
 
 class ChainTip(NamedTuple):
@@ -143,17 +155,33 @@ class ChainReader:
     # --- UTXO set -----------------------------------------------------------
 
     def get_coin(self, outpoint: OutPoint) -> Coin | None:
-        """Return the unspent coin at *outpoint*, or None (``UtxoView``)."""
-        if not 0 <= outpoint.index <= 0xFFFFFFFF:
-            return None  # no stored outpoint has such an index
-        raw = self._get(P_COIN + outpoint.txid + U32.pack(outpoint.index))
+        """Return the unspent coin at *outpoint*, or None (``UtxoView``).
+
+        The validation hot path: one point read, then the decoded coin comes
+        from a small cache keyed by the stored bytes themselves (a coin is
+        usually read twice: at mempool admission and in block validation) or
+        from one fixed-size unpack. Keying by value, not by outpoint, means the
+        cache can never serve a coin the store no longer holds.
+        """
+        try:
+            key = P_COIN + outpoint.txid + _pack_u32(outpoint.index)
+        except struct.error:
+            return None  # index beyond u32: no stored outpoint has it
+        raw = self._get(key)
         if raw is None:
             return None
+        coin = _coin_cache_get(raw)
+        if coin is not None:
+            return coin
         try:
-            amount, height, flags, pubkey_hash = COIN.unpack(raw)
-        except Exception as e:  # struct.error: a corrupt record, not bad input
+            amount, height, flags, pubkey_hash = _unpack_coin(raw)
+        except struct.error as e:
             raise StorageError(f"corrupt coin record at {outpoint}") from e
-        return Coin(amount, pubkey_hash, height, bool(flags & 1))
+        coin = make_coin(amount, pubkey_hash, height, (flags & 1) != 0)
+        if len(_coin_cache) >= COIN_CACHE_ENTRIES:
+            _coin_cache.clear()  # crude bound; refilling costs one unpack per coin
+        _coin_cache[raw] = coin
+        return coin
 
     def iter_coins_by_address(
         self,
