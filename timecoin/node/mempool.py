@@ -1,0 +1,738 @@
+"""The mempool: valid transactions waiting for a block.
+
+A synchronous data structure (no asyncio, no I/O of its own): the node calls it
+from its executor thread, passing the UTXO view, the height and the clock.
+Every public method takes one ``threading.RLock``, so concurrent callers are
+safe; ``add`` holds the lock while it validates, so for parallel signature
+checks verify signatures first (e.g. in a process pool, after ``precheck``)
+and pass ``sig_ok=True``.
+
+Policy (docs/mempool.md gives the reasons):
+
+- **First seen wins.** A transaction spending an outpoint that a pending
+  transaction already spends is rejected with DoubleSpend; there is no
+  replace-by-fee.
+- **No unconfirmed chains.** Every input must be in the confirmed UTXO set;
+  spending an output of a pending transaction is MissingInput. Blocks are
+  final within seconds (BFT), so a wallet waits one block instead of the pool
+  tracking ancestor packages, and every subset of the pool is a valid block.
+- **Limits.** At most ``max_txs`` transactions and ``max_bytes`` bytes
+  (encoded size). When full, the lowest fee-rate transactions are evicted if
+  the newcomer's fee rate beats each of them by at least
+  ``incremental_units_per_kb``; otherwise MempoolFull.
+- **Expiry.** A transaction pending longer than ``expiry_ms`` is dropped.
+- **Re-check after every block.** ``remove_committed`` drops included
+  transactions, those conflicting with the block and those whose inputs are
+  gone; signatures are never verified again.
+- **Dedup.** Bounded LRU caches of recently rejected (with their reason) and
+  recently committed txids answer AlreadyKnown without re-validating.
+
+Ordering: fee rate ``fee / size`` (highest first), ties broken by txid
+ascending, so two nodes with the same pool select the same block and evict
+the same transactions (eviction takes them in exactly the reverse order).
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from timecoin.core.errors import (
+    AlreadyKnown,
+    BadCoinbase,
+    BadPayload,
+    ConfigError,
+    DoubleSpend,
+    MempoolFull,
+    MissingInput,
+    Oversized,
+    Reason,
+    RulesRejected,
+    TimecoinError,
+)
+from timecoin.core.hashing import sha256
+from timecoin.core.keys import pubkey_hash
+from timecoin.core.params import ChainParams
+from timecoin.core.tx import effective_size, validate_transaction
+from timecoin.core.types import MasternodeRegistration, OutPoint, Transaction
+from timecoin.core.utxo import UtxoView
+from timecoin.node import failpoints
+
+DEFAULT_MAX_TXS = 10_000
+DEFAULT_MAX_BYTES = 300_000_000
+DEFAULT_EXPIRY_MS = 14 * 24 * 3600 * 1000
+"""Two weeks, as Bitcoin Core's ``-mempoolexpiry``."""
+DEFAULT_RECENT_REJECTED = 50_000
+DEFAULT_RECENT_COMMITTED = 50_000
+RATE_SCALE = 1_000_000_000
+"""Fee rates are ordered as ``fee * RATE_SCALE // size`` (nano-units per byte)."""
+MAX_MESSAGE_CHARS = 200
+"""Rejection messages kept in the cache are truncated (bounded memory)."""
+MAX_SELECT_SKIPS = 1_000
+"""``select_for_block`` gives up after this many consecutive txs that do not fit."""
+
+_BODY_REASONS = frozenset(
+    {
+        # Reasons that depend only on the transaction itself (body and
+        # signatures) and on immutable chain data (a coin never changes once
+        # created): resubmitting the identical transaction cannot succeed.
+        Reason.MALFORMED,
+        Reason.OVERSIZED,
+        Reason.NON_CANONICAL,
+        Reason.WRONG_CHAIN,
+        Reason.BAD_VERSION,
+        Reason.BAD_ADDRESS,
+        Reason.BAD_PUBKEY,
+        Reason.BAD_SIGNATURE,
+        Reason.DUPLICATE_INPUT,
+        Reason.WRONG_OWNER,
+        Reason.VALUE_OVERFLOW,
+        Reason.INSUFFICIENT_FUNDS,
+        Reason.FEE_TOO_LOW,
+        Reason.DUST_OUTPUT,
+        Reason.MEMO_TOO_LARGE,
+        Reason.TOO_MANY_ITEMS,
+        Reason.BAD_COINBASE,
+    }
+)
+
+
+class TxValidator(Protocol):
+    """Ledger validation of one transaction at *height* against *view*; returns the fee.
+
+    Raises a TimecoinError to reject. A validator that can skip signature
+    checks accepts the keyword ``sig_ok`` (as ``core.tx.validate_transaction``);
+    ``Mempool.add`` passes it only when its caller did.
+    """
+
+    def __call__(self, tx: Transaction, view: UtxoView, height: int, /) -> int: ...
+
+
+RulesHook = Callable[[Transaction, UtxoView, int], None]
+"""Extra consensus-rule check (a rules plugin); raises to reject."""
+
+
+class TxState(Enum):
+    """What the mempool knows about a txid (maps to chain.v1 ``TransactionStatus``)."""
+
+    UNKNOWN = "unknown"
+    PENDING = "pending"
+    REJECTED = "rejected"
+    COMMITTED = "committed"
+
+
+class DropKind(Enum):
+    """Why a transaction left the pool or never entered it."""
+
+    REJECTED = "rejected"
+    """Refused on admission."""
+    EVICTED = "evicted"
+    """Pushed out by a transaction paying a higher fee rate (reason MEMPOOL_FULL)."""
+    EXPIRED = "expired"
+    """Pending longer than the expiry (reason MEMPOOL_FULL: no dedicated code yet)."""
+    CONFLICT = "conflict"
+    """A committed block spent one of its inputs (reason DOUBLE_SPEND)."""
+    INVALIDATED = "invalidated"
+    """Re-check after a block failed (an input is gone: MISSING_INPUT)."""
+    REMOVED = "removed"
+    """Removed by the node (e.g. the proposer found it invalid under block rules)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A cached rejection or drop of one txid."""
+
+    reason: Reason
+    message: str
+    kind: DropKind
+    at_ms: int
+    fingerprint: bytes | None
+    """SHA-256 of the signatures of the rejected version, or None for any version."""
+    epoch: int | None
+    """Blocks resubmission only while the pool epoch is unchanged; None: no epoch limit."""
+    blocking: bool = True
+    """False: kept for ``status`` only (an expired tx may be resubmitted at once)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    """An accepted transaction."""
+
+    txid: bytes
+    fee: int
+    """Units (inputs minus outputs)."""
+    size: int
+    """Bytes counted against the limits (``core.tx.effective_size``)."""
+    fee_rate: int
+    """Units per 1000 bytes, rounded down (comparable to ``min_fee_units_per_kb``)."""
+    evicted: tuple[bytes, ...] = ()
+    """Txids evicted to make room, lowest fee rate first."""
+
+
+@dataclass(frozen=True, slots=True)
+class MempoolEntry:
+    """One pending transaction with what the pool computed for it."""
+
+    tx: Transaction
+    fee: int
+    size: int
+    added_ms: int
+    order_key: tuple[int, bytes]
+    """``(-fee * RATE_SCALE // size, txid)``: ascending = best first."""
+
+    @property
+    def fee_rate(self) -> int:
+        """Units per 1000 bytes, rounded down."""
+        return self.fee * 1000 // self.size
+
+
+@dataclass(frozen=True, slots=True)
+class TxStatus:
+    """Answer of ``Mempool.status``."""
+
+    state: TxState
+    reason: Reason | None = None
+    message: str = ""
+    height: int | None = None
+    """Block height for COMMITTED."""
+    kind: DropKind | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MempoolStats:
+    """Figures for metrics (``timed_mempool_*``)."""
+
+    count: int
+    bytes: int
+    max_txs: int
+    max_bytes: int
+    accepted_total: int
+    rejections: dict[Reason, int]
+    """Cumulative admission rejections by reason (AlreadyKnown included)."""
+    drops: dict[DropKind, int]
+    """Cumulative removals by kind (evicted, expired, conflict, invalidated, removed)."""
+
+
+def _fingerprint(tx: Transaction) -> bytes:
+    # txid covers the body only; a rejection caused by one set of signatures
+    # must not block the same body with other (valid) signatures, or anyone
+    # could censor a transaction by relaying a corrupted copy first.
+    return sha256(b"".join(tx.signatures) + len(tx.signatures).to_bytes(4, "big"))
+
+
+def _operator(tx: Transaction) -> bytes | None:
+    mn = tx.body.masternode
+    if isinstance(mn, MasternodeRegistration):
+        return pubkey_hash(mn.operator_pubkey)
+    return None
+
+
+class Mempool:
+    """Pending transactions with fee-rate ordering, limits, expiry and dedup.
+
+    Thread-safe: every public method holds one reentrant lock.
+    """
+
+    def __init__(
+        self,
+        params: ChainParams,
+        *,
+        max_txs: int = DEFAULT_MAX_TXS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_tx_bytes: int | None = None,
+        expiry_ms: int = DEFAULT_EXPIRY_MS,
+        validate: TxValidator | None = None,
+        rules_hook: RulesHook | None = None,
+        incremental_units_per_kb: int | None = None,
+        recent_rejected: int = DEFAULT_RECENT_REJECTED,
+        recent_committed: int = DEFAULT_RECENT_COMMITTED,
+    ) -> None:
+        """Create an empty pool.
+
+        *validate* defaults to ``core.tx.validate_transaction`` with *params*;
+        *rules_hook* (a rules plugin's transaction check) runs after it.
+        *incremental_units_per_kb* is how much more per kB a newcomer must pay
+        than each transaction it evicts (default: the minimum fee rate; 0 means
+        any strictly higher rate). Raises ConfigError for nonsensical limits.
+        """
+        if max_tx_bytes is None:
+            max_tx_bytes = params.max_tx_bytes
+        if min(max_txs, max_bytes, max_tx_bytes, expiry_ms, recent_rejected, recent_committed) < 1:
+            raise ConfigError("mempool limits must be positive")
+        if incremental_units_per_kb is None:
+            incremental_units_per_kb = params.min_fee_units_per_kb
+        if incremental_units_per_kb < 0:
+            raise ConfigError("incremental_units_per_kb must be >= 0")
+        self.params = params
+        self.max_txs = max_txs
+        self.max_bytes = max_bytes
+        self.max_tx_bytes = max_tx_bytes
+        self.expiry_ms = expiry_ms
+        self.incremental_units_per_kb = incremental_units_per_kb
+        self._validate: TxValidator = validate or self._default_validate
+        self._custom_validate = validate is not None
+        self._rules_hook = rules_hook
+        self._recent_rejected_max = recent_rejected
+        self._recent_committed_max = recent_committed
+
+        self._lock = threading.RLock()
+        # Insertion order of this dict is arrival order: expiry walks it from the front.
+        self._entries: dict[bytes, MempoolEntry] = {}
+        self._order: list[tuple[int, bytes]] = []  # sorted ascending = best first
+        self._spent_by: dict[OutPoint, bytes] = {}
+        self._operators: dict[bytes, bytes] = {}  # operator address -> pending registration
+        self._bytes = 0
+        self._rejected: OrderedDict[bytes, Rejection] = OrderedDict()
+        self._committed: OrderedDict[bytes, int] = OrderedDict()
+        # Bumped whenever something leaves the pool or the chain advances: a
+        # state-dependent rejection (MissingInput, DoubleSpend against a
+        # pending tx, MempoolFull) may then succeed on resubmission.
+        self._epoch = 0
+        self._accepted_total = 0
+        self._rejections: Counter[Reason] = Counter()
+        self._drops: Counter[DropKind] = Counter()
+
+    def _default_validate(
+        self, tx: Transaction, view: UtxoView, height: int, *, sig_ok: bool | None = None
+    ) -> int:
+        return validate_transaction(tx, view, height, self.params, sig_ok=sig_ok)
+
+    # --- queries --------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, txid: object) -> bool:
+        return txid in self._entries
+
+    def __iter__(self) -> Iterator[bytes]:
+        """Pending txids, best fee rate first (a snapshot)."""
+        with self._lock:
+            return iter([txid for _, txid in self._order])
+
+    @property
+    def size_bytes(self) -> int:
+        """Sum of the sizes of pending transactions."""
+        return self._bytes
+
+    def get(self, txid: bytes) -> Transaction | None:
+        """Return the pending transaction *txid*, or None."""
+        entry = self._entries.get(txid)
+        return None if entry is None else entry.tx
+
+    def entry(self, txid: bytes) -> MempoolEntry | None:
+        """Return the pending entry (fee, size, arrival time) for *txid*, or None."""
+        return self._entries.get(txid)
+
+    def spender(self, outpoint: OutPoint) -> bytes | None:
+        """Return the txid of the pending transaction spending *outpoint*, or None."""
+        return self._spent_by.get(outpoint)
+
+    def rejection(self, txid: bytes) -> Rejection | None:
+        """Return the cached rejection or drop record of *txid*, or None."""
+        with self._lock:
+            return self._rejected.get(txid)
+
+    def status(self, txid: bytes) -> TxStatus:
+        """Return pending / committed (with height) / rejected (with reason) / unknown."""
+        with self._lock:
+            if txid in self._entries:
+                return TxStatus(TxState.PENDING)
+            height = self._committed.get(txid)
+            if height is not None:
+                return TxStatus(TxState.COMMITTED, height=height)
+            rej = self._rejected.get(txid)
+            if rej is not None:
+                return TxStatus(TxState.REJECTED, rej.reason, rej.message, kind=rej.kind)
+            return TxStatus(TxState.UNKNOWN)
+
+    def is_known(self, txid: bytes) -> bool:
+        """Tell whether *txid* is pending, recently committed or rejected (gossip dedup)."""
+        with self._lock:
+            return txid in self._entries or txid in self._committed or txid in self._rejected
+
+    def stats(self) -> MempoolStats:
+        """Return counts, bytes and cumulative rejection/drop counters."""
+        with self._lock:
+            return MempoolStats(
+                count=len(self._entries),
+                bytes=self._bytes,
+                max_txs=self.max_txs,
+                max_bytes=self.max_bytes,
+                accepted_total=self._accepted_total,
+                rejections=dict(self._rejections),
+                drops=dict(self._drops),
+            )
+
+    # --- admission ------------------------------------------------------------
+
+    def precheck(self, tx: Transaction) -> None:
+        """Run the cheap admission checks that need no UTXO view and no signature.
+
+        Raises AlreadyKnown, BadCoinbase, Oversized, MissingInput (spends a
+        pending output) or DoubleSpend (an input is spent by a pending tx).
+        The node calls it before spending CPU on signatures; ``add`` runs it
+        again under the lock. Rejections here are not recorded (``add`` does).
+        """
+        with self._lock:
+            self._check_known(tx)
+            self._check_cheap(tx)
+
+    def _check_known(self, tx: Transaction) -> None:
+        txid = tx.txid
+        if txid in self._entries:
+            raise AlreadyKnown(f"{txid.hex()} is already in the mempool", txid=txid)
+        height = self._committed.get(txid)
+        if height is not None:
+            raise AlreadyKnown(f"{txid.hex()} was committed at height {height}", height=height)
+        rej = self._rejected.get(txid)
+        if rej is not None and self._blocks(rej, tx):
+            self._rejected.move_to_end(txid)
+            raise AlreadyKnown(
+                f"{txid.hex()} was {rej.kind.value}: {rej.reason.name}: {rej.message}",
+                prior_reason=rej.reason,
+            )
+
+    def _blocks(self, rej: Rejection, tx: Transaction) -> bool:
+        if not rej.blocking:
+            return False
+        if rej.epoch is not None and rej.epoch != self._epoch:
+            return False
+        return rej.fingerprint is None or rej.fingerprint == _fingerprint(tx)
+
+    def _check_cheap(self, tx: Transaction) -> None:
+        if tx.is_coinbase:
+            raise BadCoinbase("a coinbase is only valid as the first transaction of a block")
+        size = effective_size(tx)
+        if size > self.max_tx_bytes:
+            raise Oversized(f"transaction is {size} bytes, mempool limit {self.max_tx_bytes}")
+        for i, txin in enumerate(tx.body.inputs):
+            op = txin.prev_out
+            if op.txid in self._entries:
+                # Policy: no unconfirmed chains (module docstring).
+                raise MissingInput(
+                    f"input {i} spends an output of pending {op.txid.hex()}; "
+                    "wait until it is committed",
+                    index=i,
+                )
+            other = self._spent_by.get(op)
+            if other is not None:
+                raise DoubleSpend(
+                    f"input {i} {op} is already spent by pending {other.hex()} (first seen wins)",
+                    outpoint=op,
+                    conflicting_txid=other,
+                )
+        operator = _operator(tx)
+        if operator is not None and operator in self._operators:
+            raise BadPayload(
+                f"operator {operator.hex()} already has a pending registration "
+                f"{self._operators[operator].hex()}"
+            )
+
+    def add(
+        self,
+        tx: Transaction,
+        view: UtxoView,
+        height: int,
+        now_ms: int,
+        *,
+        sig_ok: bool | None = None,
+    ) -> AddResult:
+        """Admit *tx* for inclusion at *height* (the next block) against confirmed *view*.
+
+        Checks, cheapest first: dedup (AlreadyKnown), coinbase (BadCoinbase),
+        size cap (Oversized), unconfirmed parent (MissingInput), conflict with
+        a pending spend (DoubleSpend), the ledger validator and the rules hook,
+        then the pool limits (evicting lower fee rates, else MempoolFull).
+        ``sig_ok=True`` tells the validator signatures were verified already.
+        Every rejection raises a TimecoinError with its reason and is recorded
+        for ``status``/``rejection`` and ``stats``.
+        """
+        with self._lock:
+            try:
+                return self._add(tx, view, height, now_ms, sig_ok)
+            except AlreadyKnown:
+                self._rejections[Reason.ALREADY_KNOWN] += 1
+                raise
+            except TimecoinError as exc:
+                self._rejections[exc.reason] += 1
+                self._record_rejection(tx, exc, now_ms)
+                raise
+
+    def _add(
+        self, tx: Transaction, view: UtxoView, height: int, now_ms: int, sig_ok: bool | None
+    ) -> AddResult:
+        self._check_known(tx)
+        self._check_cheap(tx)
+        if sig_ok is None:
+            fee = self._validate(tx, view, height)
+        else:
+            fee = self._validate(tx, view, height, sig_ok=sig_ok)  # type: ignore[call-arg]
+        if self._rules_hook is not None:
+            try:
+                self._rules_hook(tx, view, height)
+            except TimecoinError:
+                raise
+            except Exception as exc:  # a plugin bug must not take the node down
+                raise RulesRejected(f"rules plugin error: {exc!r}"[:MAX_MESSAGE_CHARS]) from exc
+        size = effective_size(tx)
+        victims = self._victims(fee, size)
+        evicted = []
+        for v in victims:
+            self._drop(
+                v,
+                MempoolFull("evicted by a transaction paying a higher fee rate"),
+                DropKind.EVICTED,
+                now_ms,
+            )
+            evicted.append(v)
+        key = (-(fee * RATE_SCALE // size), tx.txid)
+        entry = MempoolEntry(tx=tx, fee=fee, size=size, added_ms=now_ms, order_key=key)
+        self._insert(entry)
+        self._accepted_total += 1
+        self._rejected.pop(tx.txid, None)
+        return AddResult(
+            txid=tx.txid, fee=fee, size=size, fee_rate=entry.fee_rate, evicted=tuple(evicted)
+        )
+
+    def _victims(self, fee: int, size: int) -> list[bytes]:
+        """Txids to evict so a (fee, size) newcomer fits; raise MempoolFull if it may not."""
+        if size > self.max_bytes:
+            raise MempoolFull(f"transaction of {size} bytes exceeds the pool's {self.max_bytes}")
+        count = len(self._entries) + 1
+        total = self._bytes + size
+        victims: list[bytes] = []
+        pos = len(self._order) - 1
+        inc = self.incremental_units_per_kb
+        while count > self.max_txs or total > self.max_bytes:
+            worst = self._entries[self._order[pos][1]]
+            # fee/size >= worst.fee/worst.size + inc/1000, exactly in integers.
+            if 1000 * fee * worst.size < 1000 * worst.fee * size + inc * size * worst.size or (
+                fee * worst.size <= worst.fee * size
+            ):
+                raise MempoolFull(
+                    f"mempool full: fee rate {fee * 1000 // size} units/kB does not beat "
+                    f"{worst.fee_rate} units/kB (+{inc}) of the cheapest pending transaction",
+                    min_fee_rate=worst.fee_rate + inc,
+                )
+            victims.append(worst.tx.txid)
+            count -= 1
+            total -= worst.size
+            pos -= 1
+        return victims
+
+    def _insert(self, entry: MempoolEntry) -> None:
+        tx = entry.tx
+        self._entries[tx.txid] = entry
+        bisect.insort(self._order, entry.order_key)
+        for txin in tx.body.inputs:
+            self._spent_by[txin.prev_out] = tx.txid
+        operator = _operator(tx)
+        if operator is not None:
+            self._operators[operator] = tx.txid
+        self._bytes += entry.size
+
+    def _unlink(self, txid: bytes) -> MempoolEntry | None:
+        """Remove *txid* from every index; return its entry (None if not pending)."""
+        entry = self._entries.pop(txid, None)
+        if entry is None:
+            return None
+        i = bisect.bisect_left(self._order, entry.order_key)
+        del self._order[i]
+        for txin in entry.tx.body.inputs:
+            if self._spent_by.get(txin.prev_out) == txid:
+                del self._spent_by[txin.prev_out]
+        operator = _operator(entry.tx)
+        if operator is not None and self._operators.get(operator) == txid:
+            del self._operators[operator]
+        self._bytes -= entry.size
+        self._epoch += 1
+        return entry
+
+    def _drop(self, txid: bytes, exc: TimecoinError, kind: DropKind, now_ms: int) -> None:
+        entry = self._unlink(txid)
+        if entry is None:
+            return
+        self._drops[kind] += 1
+        if kind is DropKind.EXPIRED:
+            epoch, blocking = None, False
+        elif kind in (DropKind.CONFLICT, DropKind.INVALIDATED):
+            # An input was spent by a final block: no version of this body can
+            # ever be valid again (no reorgs).
+            epoch, blocking = None, True
+        else:
+            epoch, blocking = self._epoch, True
+        self._remember(
+            txid,
+            Rejection(
+                reason=exc.reason,
+                message=exc.message[:MAX_MESSAGE_CHARS],
+                kind=kind,
+                at_ms=now_ms,
+                fingerprint=None,
+                epoch=epoch,
+                blocking=blocking,
+            ),
+        )
+
+    def _record_rejection(self, tx: Transaction, exc: TimecoinError, now_ms: int) -> None:
+        permanent = exc.reason in _BODY_REASONS
+        self._remember(
+            tx.txid,
+            Rejection(
+                reason=exc.reason,
+                message=exc.message[:MAX_MESSAGE_CHARS],
+                kind=DropKind.REJECTED,
+                at_ms=now_ms,
+                fingerprint=_fingerprint(tx),
+                epoch=None if permanent else self._epoch,
+            ),
+        )
+
+    def _remember(self, txid: bytes, rej: Rejection) -> None:
+        cache = self._rejected
+        cache[txid] = rej
+        cache.move_to_end(txid)
+        while len(cache) > self._recent_rejected_max:
+            cache.popitem(last=False)
+
+    # --- blocks -----------------------------------------------------------------
+
+    def select_for_block(self, max_bytes: int, max_txs: int) -> list[Transaction]:
+        """Return pending transactions for a block: highest fee rate first, ties by txid.
+
+        Takes each transaction in order if it still fits in *max_bytes* and
+        *max_txs* (skipping ones too large, up to MAX_SELECT_SKIPS in a row).
+        Never returns two transactions spending the same outpoint or
+        registering the same operator. Does not modify the pool.
+        """
+        with self._lock:
+            chosen: list[Transaction] = []
+            spent: set[OutPoint] = set()
+            operators: set[bytes] = set()
+            room = max_bytes
+            skips = 0
+            for _, txid in self._order:
+                if len(chosen) >= max_txs or skips >= MAX_SELECT_SKIPS:
+                    break
+                entry = self._entries[txid]
+                if entry.size > room:
+                    skips += 1
+                    continue
+                tx = entry.tx
+                ops = [txin.prev_out for txin in tx.body.inputs]
+                operator = _operator(tx)
+                # The pool never holds conflicting txs; checked again so a
+                # broken invariant cannot produce an invalid block.
+                if any(op in spent for op in ops) or (
+                    operator is not None and operator in operators
+                ):
+                    continue
+                spent.update(ops)
+                if operator is not None:
+                    operators.add(operator)
+                chosen.append(tx)
+                room -= entry.size
+                skips = 0
+            return chosen
+
+    def remove_committed(
+        self, block_txs: Sequence[Transaction], view: UtxoView, height: int, now_ms: int
+    ) -> list[bytes]:
+        """Update the pool after block *height* was committed; *view* is the UTXO set after it.
+
+        Drops the block's transactions (remembered as committed), pending
+        transactions spending an input the block spent (DoubleSpend) or
+        registering an operator the block registered (BadPayload), pending
+        transactions with an input missing from *view* (MissingInput; a cheap
+        presence check, signatures are not verified again) and expired ones
+        (MempoolFull, kind EXPIRED). Returns the dropped txids (not the
+        included ones); ``rejection(txid)`` gives each reason.
+        """
+        with self._lock:
+            self._epoch += 1
+            dropped: list[bytes] = []
+            for tx in block_txs:
+                if tx.is_coinbase:
+                    continue
+                txid = tx.txid
+                self._unlink(txid)
+                self._rejected.pop(txid, None)
+                self._committed[txid] = height
+                self._committed.move_to_end(txid)
+                for txin in tx.body.inputs:
+                    other = self._spent_by.get(txin.prev_out)
+                    if other is not None:
+                        self._drop(
+                            other,
+                            DoubleSpend(
+                                f"{txin.prev_out} was spent by {txid.hex()} at height {height}",
+                                outpoint=txin.prev_out,
+                            ),
+                            DropKind.CONFLICT,
+                            now_ms,
+                        )
+                        dropped.append(other)
+                operator = _operator(tx)
+                other = self._operators.get(operator) if operator is not None else None
+                if other is not None:
+                    self._drop(
+                        other,
+                        BadPayload(f"operator registered by {txid.hex()} at height {height}"),
+                        DropKind.CONFLICT,
+                        now_ms,
+                    )
+                    dropped.append(other)
+            while len(self._committed) > self._recent_committed_max:
+                self._committed.popitem(last=False)
+
+            failpoints.hit("mempool_flush.mid")
+            # Safety net: with the conflict pass above this finds nothing unless
+            # the node skipped a block; it costs one view lookup per pending input.
+            for txid in list(self._entries):
+                for txin in self._entries[txid].tx.body.inputs:
+                    if view.get_coin(txin.prev_out) is None:
+                        self._drop(
+                            txid,
+                            MissingInput(f"input {txin.prev_out} is no longer unspent"),
+                            DropKind.INVALIDATED,
+                            now_ms,
+                        )
+                        dropped.append(txid)
+                        break
+            dropped.extend(self._expire(now_ms))
+            return dropped
+
+    def expire(self, now_ms: int) -> list[bytes]:
+        """Drop transactions pending for ``expiry_ms`` or longer; return their txids."""
+        with self._lock:
+            return self._expire(now_ms)
+
+    def _expire(self, now_ms: int) -> list[bytes]:
+        cutoff = now_ms - self.expiry_ms
+        old: list[bytes] = []
+        for txid, entry in self._entries.items():  # arrival order
+            if entry.added_ms > cutoff:
+                break
+            old.append(txid)
+        for txid in old:
+            self._drop(
+                txid,
+                MempoolFull(f"expired after {self.expiry_ms // 1000} s in the mempool"),
+                DropKind.EXPIRED,
+                now_ms,
+            )
+        return old
+
+    def remove(self, txid: bytes, exc: TimecoinError, now_ms: int) -> bool:
+        """Drop pending *txid* for *exc* (e.g. a block rule rejected it); True if it was here."""
+        with self._lock:
+            if txid not in self._entries:
+                return False
+            self._drop(txid, exc, DropKind.REMOVED, now_ms)
+            return True
