@@ -682,3 +682,38 @@ def test_reward_pubkey_hash_is_never_silently_dropped() -> None:
     else:
         with pytest.raises(ValueError):
             codec.validator_to_pb(v)
+
+
+def test_protocol_doc_worked_example() -> None:
+    # docs/protocol.md "Transactions" worked example, byte for byte.
+    from timecoin.core.keys import verify_digest
+    from timecoin.core.signing import tx_sign_digest
+
+    k1 = KeyPair.from_secret((1).to_bytes(32, "big"))
+    k2 = KeyPair.from_secret((2).to_bytes(32, "big"))
+    prev = hashlib.sha256(b"example funding tx").digest()
+    b = TxBody(
+        version=1,
+        chain_id="timecoin-testnet-1",
+        inputs=(TxIn(OutPoint(prev, 0), k1.pubkey),),
+        outputs=(TxOut(150_000_000, k2.address_payload), TxOut(49_990_000, k1.address_payload)),
+    )
+    body_bytes = codec.encode_tx_body(b, Network.TEST)
+    assert body_bytes.hex() == (
+        "0801121274696d65636f696e2d746573746e65742d311a470a220a20d60aec57446787fde7b88f0fd44f1e85"
+        "2ab81f1aada1b9df501028811797ce9112210279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959"
+        "f2815b16f81798222d0880a3c347122654494d4530484434356a445654797536566743417646587a46666d61"
+        "35584356767270665076222d08f092eb17122654494d4530325165773936323875703458774e414757735036"
+        "364766614268696241696d5257"
+    )
+    digest = tx_sign_digest("timecoin-testnet-1", body_bytes)
+    assert digest.hex() == "762d75c281e137bf05b9b493bd98fbcf9344f70ddd27eb36f735fdff32cbd618"
+    signature = k1.sign(digest)
+    assert signature.hex() == (
+        "5ea17ac1952a7274b9e22df5b44bbbc1fb1b7f779b9f99e94a36a8af1b52987d"
+        "5f1a45cd8d1e9fbfb7ccb300c26552a905c2232db1cf7b64b554fea238ebe2ac"
+    )
+    verify_digest(k1.pubkey, signature, digest)
+    t = codec.make_transaction(body_bytes, [signature], Network.TEST)
+    assert t.txid.hex() == "77b3688e732f8c37246dc20478f8875b4af4b50fa4fc12e48062b7e7328cbf24"
+    assert t.size == 258
