@@ -35,6 +35,7 @@ across reopen, ``StorageError`` after close.
 from __future__ import annotations
 
 import random
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -392,14 +393,15 @@ class StorageConformance:
             snap.get(b"a")
 
     def test_concurrent_readers_never_see_half_a_batch(self, kv_store: KVStore) -> None:
-        n_keys, rounds = 2_000, 4
+        n_keys, rounds = 2_000, 6
         prefixes = [b"big/%d/" % r for r in range(rounds)]
         firsts = [p + (0).to_bytes(4, "big") for p in prefixes]
         lasts = [p + (n_keys - 1).to_bytes(4, "big") for p in prefixes]
         violations: list[str] = []
         done = threading.Event()
+        started = [threading.Event() for _ in range(2)]
 
-        def reader() -> None:
+        def reader(ready: threading.Event) -> None:
             while not done.is_set():
                 for r, prefix in enumerate(prefixes):
                     count = sum(1 for _ in kv_store.iterate(prefix=prefix))
@@ -409,11 +411,17 @@ class StorageConformance:
                     # first key before the last one.
                     if kv_store.get(firsts[r]) is not None and kv_store.get(lasts[r]) is None:
                         violations.append(f"point reads saw half of round {r}")
+                ready.set()
 
-        threads = [threading.Thread(target=reader) for _ in range(2)]
-        for t in threads:
-            t.start()
+        threads = [threading.Thread(target=reader, args=(ev,)) for ev in started]
+        # Switch threads often so readers run in the middle of each write.
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-5)
         try:
+            for t in threads:
+                t.start()
+            for ev in started:
+                ev.wait(timeout=30)
             for prefix in prefixes:
                 batch = WriteBatch()
                 for i in range(n_keys):
@@ -423,7 +431,8 @@ class StorageConformance:
             done.set()
             for t in threads:
                 t.join()
-        assert violations == []
+            sys.setswitchinterval(interval)
+        assert violations == [], violations[:5]
         assert sum(1 for _ in kv_store.iterate(prefix=b"big/")) == n_keys * rounds
 
     # --- lifecycle ----------------------------------------------------------
