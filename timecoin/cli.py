@@ -24,12 +24,16 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, invoke_without_command=True)
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Config file; with no command, serve with it (as `timed serve --config`).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Config file; with no command, serve with it (as `timed serve --config`).",
+)
 @click.version_option(__version__, prog_name="timed")
 @click.pass_context
 def main(ctx: click.Context, config_file: Path | None) -> None:
-    """timed: TimeCoin node (BFT-finalized UTXO ledger)."""
+    """Run and talk to a TimeCoin node (BFT-finalized UTXO ledger)."""
     ctx.ensure_object(dict)
     ctx.obj["config_file"] = config_file
     if ctx.invoked_subcommand is None:
@@ -41,9 +45,15 @@ def main(ctx: click.Context, config_file: Path | None) -> None:
 
 @main.command()
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path), help="Home directory.")
-@click.option("--network", type=click.Choice([n.value for n in NetworkName]), default="mainnet",
-              show_default=True)
-@click.option("--dev", is_flag=True, help="Devnet with a one-validator genesis and a funded dev wallet.")
+@click.option(
+    "--network",
+    type=click.Choice([n.value for n in NetworkName]),
+    default="mainnet",
+    show_default=True,
+)
+@click.option(
+    "--dev", is_flag=True, help="Devnet with a one-validator genesis and a funded dev wallet."
+)
 @click.option("--moniker", default="timed", show_default=True, help="Name of this node in logs.")
 def init(home: Path | None, network: str, dev: bool, moniker: str) -> None:
     """Create a home directory: config.toml, node and validator keys (and a dev genesis)."""

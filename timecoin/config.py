@@ -38,12 +38,29 @@ DEFAULT_PORTS = {  # (p2p, client api)
     NetworkName.TESTNET: (24100, 24101),
     NetworkName.DEVNET: (24200, 24201),
 }
-# Tendermint timeouts per network (docs/consensus.md): devnet aims at ~1 s blocks,
+# Tendermint timing per network (docs/consensus.md): devnet aims at ~1 s blocks,
 # mainnet/testnet at one block every 30 s with empty blocks still produced.
-DEFAULT_BLOCK_INTERVAL_MS = {
-    NetworkName.MAINNET: 30_000,
-    NetworkName.TESTNET: 30_000,
-    NetworkName.DEVNET: 1_000,
+_SLOW = {
+    "block_interval_ms": 30_000,
+    "timeout_propose_ms": 3_000,
+    "timeout_propose_delta_ms": 500,
+    "timeout_prevote_ms": 1_000,
+    "timeout_prevote_delta_ms": 500,
+    "timeout_precommit_ms": 1_000,
+    "timeout_precommit_delta_ms": 500,
+}
+DEFAULT_CONSENSUS_TIMING = {
+    NetworkName.MAINNET: _SLOW,
+    NetworkName.TESTNET: _SLOW,
+    NetworkName.DEVNET: {
+        "block_interval_ms": 1_000,
+        "timeout_propose_ms": 1_000,
+        "timeout_propose_delta_ms": 250,
+        "timeout_prevote_ms": 500,
+        "timeout_prevote_delta_ms": 250,
+        "timeout_precommit_ms": 500,
+        "timeout_precommit_delta_ms": 250,
+    },
 }
 
 
@@ -68,14 +85,16 @@ class ApiConfig(_Section):
 
 
 class ConsensusConfig(_Section):
+    """Tendermint timing; every value left out takes the network's default (docs/consensus.md)."""
+
     block_interval_ms: int | None = Field(default=None, ge=100, le=600_000)
-    """Target time between blocks; None means the network default (30 s, devnet 1 s)."""
-    timeout_propose_ms: int = Field(default=3_000, ge=10)
-    timeout_propose_delta_ms: int = Field(default=500, ge=0)
-    timeout_prevote_ms: int = Field(default=1_000, ge=10)
-    timeout_prevote_delta_ms: int = Field(default=500, ge=0)
-    timeout_precommit_ms: int = Field(default=1_000, ge=10)
-    timeout_precommit_delta_ms: int = Field(default=500, ge=0)
+    """Target time between blocks (30 s mainnet/testnet, 1 s devnet)."""
+    timeout_propose_ms: int | None = Field(default=None, ge=10)
+    timeout_propose_delta_ms: int | None = Field(default=None, ge=0)
+    timeout_prevote_ms: int | None = Field(default=None, ge=10)
+    timeout_prevote_delta_ms: int | None = Field(default=None, ge=0)
+    timeout_precommit_ms: int | None = Field(default=None, ge=10)
+    timeout_precommit_delta_ms: int | None = Field(default=None, ge=0)
 
 
 class MempoolConfig(_Section):
@@ -112,8 +131,9 @@ class NodeConfig(_Section):
             self.chain_id = DEFAULT_CHAIN_IDS[self.network]
         if not self.api.listen:
             self.api.listen = f"127.0.0.1:{api_port}"
-        if self.consensus.block_interval_ms is None:
-            self.consensus.block_interval_ms = DEFAULT_BLOCK_INTERVAL_MS[self.network]
+        for key, value in DEFAULT_CONSENSUS_TIMING[self.network].items():
+            if getattr(self.consensus, key) is None:
+                setattr(self.consensus, key, value)
         return self
 
 
@@ -151,6 +171,6 @@ def dump_config(cfg: NodeConfig) -> str:
 
 
 def resolve(home: Path, value: str) -> Path:
-    """A config path: absolute as given, relative to *home* otherwise."""
+    """Return a config path: absolute as given, relative to *home* otherwise."""
     p = Path(value).expanduser()
     return p if p.is_absolute() else home / p

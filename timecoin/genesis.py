@@ -82,8 +82,10 @@ def genesis_from_json(text: str, source: str = "<genesis>") -> Genesis:
         )
         validate_genesis(g)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: invalid genesis: {exc.errors()[0]['msg']} at "
-                          f"{'.'.join(map(str, exc.errors()[0]['loc']))}") from None
+        raise ConfigError(
+            f"{source}: invalid genesis: {exc.errors()[0]['msg']} at "
+            f"{'.'.join(map(str, exc.errors()[0]['loc']))}"
+        ) from None
     except ValueError as exc:
         raise ConfigError(f"{source}: invalid genesis: {exc}") from None
     except TimecoinError as exc:
@@ -108,7 +110,8 @@ def genesis_to_json(g: Genesis, network: NetworkName) -> str:
         "network": network.value,
         "genesis_time_ms": g.genesis_time_ms,
         "allocations": [
-            {"address": encode_address(a.pubkey_hash, net), "amount": a.amount} for a in g.allocations
+            {"address": encode_address(a.pubkey_hash, net), "amount": a.amount}
+            for a in g.allocations
         ],
         "validators": [
             {

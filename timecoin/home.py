@@ -13,7 +13,14 @@ from pathlib import Path
 
 import platformdirs
 
-from timecoin.config import DEFAULT_CHAIN_IDS, NetworkName, NodeConfig, dump_config, parse_config, resolve
+from timecoin.config import (
+    DEFAULT_CHAIN_IDS,
+    NetworkName,
+    NodeConfig,
+    dump_config,
+    parse_config,
+    resolve,
+)
 from timecoin.core.errors import ConfigError
 from timecoin.core.genesis import Genesis, GenesisAllocation, GenesisValidator
 from timecoin.core.keys import KeyPair
@@ -27,7 +34,7 @@ DEV_WALLET_FUNDS_UNITS = 1_000_000 * UNITS_PER_TIME
 
 
 def default_home(network: NetworkName) -> Path:
-    """Per-user default home for *network*."""
+    """Return the per-user default home for *network*."""
     return Path(platformdirs.user_data_dir("timed", appauthor=False)) / network.value
 
 
@@ -38,7 +45,9 @@ class InitResult:
     created: list[Path]
 
 
-def init_home(home: Path, network: NetworkName, *, dev: bool = False, moniker: str = "timed") -> InitResult:
+def init_home(
+    home: Path, network: NetworkName, *, dev: bool = False, moniker: str = "timed"
+) -> InitResult:
     """Create config and keys under *home*; for a dev home also a one-validator genesis.
 
     Existing files are kept (init is idempotent), so re-running never replaces
@@ -91,7 +100,7 @@ def init_home(home: Path, network: NetworkName, *, dev: bool = False, moniker: s
 
 
 def load_home_config(home: Path) -> NodeConfig:
-    """The config of an initialised home."""
+    """Load the config of an initialised home."""
     from timecoin.config import load_config
 
     return load_config(home / CONFIG_FILE)

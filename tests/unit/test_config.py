@@ -4,7 +4,14 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from timecoin.config import DEFAULT_PORTS, NetworkName, NodeConfig, dump_config, load_config, parse_config
+from timecoin.config import (
+    DEFAULT_PORTS,
+    NetworkName,
+    NodeConfig,
+    dump_config,
+    load_config,
+    parse_config,
+)
 from timecoin.core.errors import ConfigError, Reason
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,9 +6,25 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FORBIDDEN = {"asyncio", "grpc", "plyvel", "time", "random", "socket", "threading", "os", "subprocess"}
-FORBIDDEN_PREFIXES = ("timecoin._proto", "timecoin.node", "timecoin.p2p", "timecoin.api",
-                      "timecoin.storage", "timecoin.wire")
+FORBIDDEN = {
+    "asyncio",
+    "grpc",
+    "plyvel",
+    "time",
+    "random",
+    "socket",
+    "threading",
+    "os",
+    "subprocess",
+}
+FORBIDDEN_PREFIXES = (
+    "timecoin._proto",
+    "timecoin.node",
+    "timecoin.p2p",
+    "timecoin.api",
+    "timecoin.storage",
+    "timecoin.wire",
+)
 PURE_PACKAGES = ["timecoin/core", "timecoin/consensus"]
 
 
@@ -33,8 +49,11 @@ def test_pure_packages_exist():
 
 @pytest.mark.parametrize("path", _pure_files(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_io_imports(path):
-    bad = [n for n in _imports(path)
-           if n.split(".")[0] in FORBIDDEN or n.startswith(FORBIDDEN_PREFIXES)]
+    bad = [
+        n
+        for n in _imports(path)
+        if n.split(".")[0] in FORBIDDEN or n.startswith(FORBIDDEN_PREFIXES)
+    ]
     assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
 
 

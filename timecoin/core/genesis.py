@@ -94,18 +94,25 @@ def validate_genesis(g: Genesis) -> None:
 def genesis_hash(g: Genesis) -> bytes:
     """Hash of the canonical genesis layout (module docstring); prev hash of block 1."""
     chain = g.chain_id.encode()
-    parts = [_TAG, bytes([len(chain)]), chain, struct.pack(">QI", g.genesis_time_ms, len(g.allocations))]
+    parts = [
+        _TAG,
+        bytes([len(chain)]),
+        chain,
+        struct.pack(">QI", g.genesis_time_ms, len(g.allocations)),
+    ]
     for a in g.allocations:
         parts.append(a.pubkey_hash + struct.pack(">Q", a.amount))
     parts.append(struct.pack(">I", len(g.validators)))
     for v in g.validators:
         name = v.name.encode()
-        parts.append(v.pubkey + bytes([int(v.tier)]) + v.reward_pubkey_hash + bytes([len(name)]) + name)
+        parts.append(
+            v.pubkey + bytes([int(v.tier)]) + v.reward_pubkey_hash + bytes([len(name)]) + name
+        )
     return sha256(b"".join(parts))
 
 
 def genesis_changes(g: Genesis) -> UtxoChanges:
-    """The UTXO set at height 0 as a change set (nothing spent)."""
+    """Return the UTXO set at height 0 as a change set (nothing spent)."""
     gh = genesis_hash(g)
     created = tuple(
         (OutPoint(gh, i), Coin(amount=a.amount, pubkey_hash=a.pubkey_hash, height=0))
@@ -115,7 +122,7 @@ def genesis_changes(g: Genesis) -> UtxoChanges:
 
 
 def genesis_validator_set(g: Genesis) -> ValidatorSet:
-    """The validator set that decides heights 1 and 2."""
+    """Return the validator set that decides heights 1 and 2."""
     return ValidatorSet(
         tuple(
             Validator(

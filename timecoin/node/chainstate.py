@@ -125,7 +125,8 @@ class ChainState:
     ) -> None:
         if genesis.chain_id != params.chain_id:
             raise ConfigError(
-                f"genesis chain_id {genesis.chain_id!r} differs from the config's {params.chain_id!r}"
+                f"genesis chain_id {genesis.chain_id!r} differs from "
+                f"the config's {params.chain_id!r}"
             )
         self.params = params
         self.genesis = genesis
@@ -198,7 +199,7 @@ class ChainState:
     # --- queries ----------------------------------------------------------------
 
     def validators(self, height: int) -> ValidatorSet:
-        """The set that decides *height* (tip, tip+1 or tip+2), else from history."""
+        """Return the set that decides *height* (tip, tip+1 or tip+2), else from history."""
         vs = self._sets.get(height)
         if vs is not None:
             return vs
@@ -211,11 +212,11 @@ class ChainState:
         return ChainTipInfo(self.height, self.tip_hash, self.tip_time_ms, self.muhash.digest())
 
     def proposer(self, round_: int) -> bytes:
-        """Address of the proposer of *round_* at the next height."""
+        """Return the address of the proposer of *round_* at the next height."""
         return self.priorities.proposer_address(round_)
 
     def seen_commit(self, height: int) -> Commit | None:
-        """The commit that finalized *height* as this node saw it."""
+        """Return the commit that finalized *height* as this node saw it."""
         raw = self.store.get_seen_commit(height)
         return None if raw is None else decode_commit(raw)
 
@@ -351,7 +352,9 @@ class ChainState:
             utxo_state=result.muhash.serialize(),
             commit_bytes=encode_commit(commit),
             validator_set_bytes=encode_validator_set(self._sets[height]),
-            extra=((K_SETS, _encode_sets([self._sets[height], set_h1, set_h2], new_prios.priorities)),),
+            extra=(
+                (K_SETS, _encode_sets([self._sets[height], set_h1, set_h2], new_prios.priorities)),
+            ),
         )
         failpoints.hit("block_write.before")
         self.store.commit_block(record)

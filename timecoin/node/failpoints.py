@@ -8,7 +8,7 @@ once at start-up and is meant for tests only::
     TIMED_FAILPOINTS="block_write.before=crash@5"   # crash the 5th time it is hit
 
 Actions: ``crash`` (``os._exit(86)``, no cleanup, like kill -9) and
-``raise`` (raise ``FailpointHit``). ``@N`` hits on the N-th pass (default 1).
+``raise`` (raise ``FailpointError``). ``@N`` hits on the N-th pass (default 1).
 
 Names in use:
     block_write.before   before the block's atomic batch is written
@@ -27,7 +27,7 @@ ENV_VAR = "TIMED_FAILPOINTS"
 CRASH_EXIT_CODE = 86
 
 
-class FailpointHit(RuntimeError):
+class FailpointError(RuntimeError):
     """Raised by a failpoint configured with the ``raise`` action."""
 
 
@@ -64,7 +64,7 @@ def hit(name: str) -> None:
         return
     if action == "crash":
         os._exit(CRASH_EXIT_CODE)
-    raise FailpointHit(name)
+    raise FailpointError(name)
 
 
 configure()

@@ -18,13 +18,14 @@ _STD_ATTRS = set(logging.makeLogRecord({}).__dict__)
 
 
 class TextFormatter(logging.Formatter):
-    """``2026-11-25 19:35:14.123 INFO  node: Block produced height=5 hash=ab12.. txs=3``."""
+    """Format as ``2026-11-25 19:35:14.123 INFO  node: Block produced height=5 txs=3``."""
 
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
         fields = getattr(record, "fields", None) or {}
         kv = "".join(f" {k}={v}" for k, v in fields.items())
-        line = f"{ts}.{int(record.msecs):03d} {record.levelname:<5} {record.name}: {record.getMessage()}{kv}"
+        head = f"{ts}.{int(record.msecs):03d} {record.levelname:<5} {record.name}"
+        line = f"{head}: {record.getMessage()}{kv}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

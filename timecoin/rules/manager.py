@@ -28,8 +28,10 @@ ENTRY_POINT_GROUP = "timecoin.plugins"
 _RULES_PREFIX = "timed_rules_"
 
 
-def build_plugin_manager(*, load_entrypoints: bool = True, plugins: Sequence[object] = ()) -> pluggy.PluginManager:
-    """A manager with every hookspec, the installed plugins and any extra *plugins*.
+def build_plugin_manager(
+    *, load_entrypoints: bool = True, plugins: Sequence[object] = ()
+) -> pluggy.PluginManager:
+    """Build a manager with every hookspec, the installed plugins and any extra *plugins*.
 
     Tests pass ``load_entrypoints=False`` with explicit plugin objects to run
     with a controlled set.
@@ -68,7 +70,7 @@ def rules_plugins(pm: pluggy.PluginManager) -> list[tuple[str, str]]:
 
 
 def rules_fingerprint(pm: pluggy.PluginManager) -> bytes:
-    """SHA-256 over ``name==version\\n`` of the sorted rules plugins."""
+    """Return SHA-256 over ``name==version`` lines of the sorted rules plugins."""
     text = "".join(f"{n}=={v}\n" for n, v in rules_plugins(pm))
     return sha256(b"timecoin/rules/v1\x00" + text.encode())
 
@@ -82,14 +84,21 @@ class PluggyRules:
     def _first(self, name: str, **kwargs: Any) -> Any:
         result = getattr(self._hook, name)(**kwargs)
         if result is None:
-            raise RulesRejected(f"no rules plugin implements {name}; is timecoin-rules-default installed?")
+            raise RulesRejected(
+                f"no rules plugin implements {name}; is timecoin-rules-default installed?"
+            )
         return result
 
     def block_reward(self, height: int, fees: int, params: ChainParams) -> int:
         return int(self._first("timed_rules_block_reward", height=height, fees=fees, params=params))
 
     def reward_split(
-        self, height: int, total: int, proposer: Validator, signers: Sequence[Validator], params: ChainParams
+        self,
+        height: int,
+        total: int,
+        proposer: Validator,
+        signers: Sequence[Validator],
+        params: ChainParams,
     ) -> list[tuple[bytes, int]]:
         return list(
             self._first(
@@ -102,17 +111,28 @@ class PluggyRules:
             )
         )
 
-    def validate_transaction(self, tx: Transaction, view: UtxoView, height: int, params: ChainParams) -> None:
+    def validate_transaction(
+        self, tx: Transaction, view: UtxoView, height: int, params: ChainParams
+    ) -> None:
         self._hook.timed_rules_validate_transaction(tx=tx, view=view, height=height, params=params)
 
     def validate_block(self, block: Block, validators: ValidatorSet, params: ChainParams) -> None:
         self._hook.timed_rules_validate_block(block=block, validators=validators, params=params)
 
-    def select_proposer(self, validators: ValidatorSet, priorities: Sequence[int], round: int) -> int:
+    def select_proposer(
+        self, validators: ValidatorSet, priorities: Sequence[int], round: int
+    ) -> int:
         return int(
-            self._first("timed_rules_select_proposer", validators=validators, priorities=priorities, round=round)
+            self._first(
+                "timed_rules_select_proposer",
+                validators=validators,
+                priorities=priorities,
+                round=round,
+            )
         )
 
     def penalize(self, evidence: Any, validators: ValidatorSet, height: int) -> ValidatorSet:
-        result = self._hook.timed_rules_penalize(evidence=evidence, validators=validators, height=height)
+        result = self._hook.timed_rules_penalize(
+            evidence=evidence, validators=validators, height=height
+        )
         return validators if result is None else result

@@ -65,7 +65,9 @@ def timed_rules_reward_split(
 
 
 @hookimpl
-def timed_rules_select_proposer(validators: ValidatorSet, priorities: Sequence[int], round: int) -> int:
+def timed_rules_select_proposer(
+    validators: ValidatorSet, priorities: Sequence[int], round: int
+) -> int:
     """CometBFT's weighted proposer-priority rotation."""
     from timecoin.consensus.proposer import select_proposer
 
@@ -77,7 +79,7 @@ def timed_rules_penalize(
     evidence: DuplicateVoteEvidence, validators: ValidatorSet, height: int
 ) -> ValidatorSet:
     """Remove (jail) the equivocating validator."""
-    from timecoin.core.types import ValidatorSet as _VS
+    from timecoin.core.types import ValidatorSet as VSet
 
     culprit = evidence.vote_a.validator_address
-    return _VS(tuple(v for v in validators.validators if v.address != culprit))
+    return VSet(tuple(v for v in validators.validators if v.address != culprit))
