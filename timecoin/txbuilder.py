@@ -30,7 +30,7 @@ def build_transfer(
     outputs: Sequence[tuple[bytes, int]],
     memo: bytes = b"",
 ) -> Transaction:
-    """A signed transaction spending *inputs* (all owned by *key*) to ``(pubkey_hash, amount)``."""
+    """Return a signed transaction spending *inputs* (owned by *key*) to (pubkey_hash, amount)."""
     body = TxBody(
         version=params.tx_version,
         chain_id=params.chain_id,
