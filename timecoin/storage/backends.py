@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import cast
 
 import pluggy
 
@@ -76,4 +77,4 @@ def open_store(
             backend=name,
             available=offered,
         )
-    return store
+    return cast(KVStore, store)

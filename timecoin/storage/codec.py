@@ -81,10 +81,11 @@ def encode_coin(coin: Coin) -> bytes:
 
 
 _new = object.__new__
-_set_amount = Coin.amount.__set__  # type: ignore[attr-defined]
-_set_pubkey_hash = Coin.pubkey_hash.__set__  # type: ignore[attr-defined]
-_set_height = Coin.height.__set__  # type: ignore[attr-defined]
-_set_is_coinbase = Coin.is_coinbase.__set__  # type: ignore[attr-defined]
+# Slot descriptors of Coin (frozen dataclasses have no usable __setattr__).
+_set_amount = Coin.__dict__["amount"].__set__
+_set_pubkey_hash = Coin.__dict__["pubkey_hash"].__set__
+_set_height = Coin.__dict__["height"].__set__
+_set_is_coinbase = Coin.__dict__["is_coinbase"].__set__
 
 
 def make_coin(amount: int, pubkey_hash: bytes, height: int, is_coinbase: bool) -> Coin:
@@ -101,7 +102,7 @@ def make_coin(amount: int, pubkey_hash: bytes, height: int, is_coinbase: bool) -
     _set_pubkey_hash(coin, pubkey_hash)
     _set_height(coin, height)
     _set_is_coinbase(coin, is_coinbase)
-    return coin  # type: ignore[no-any-return]
+    return coin
 
 
 def decode_coin(data: bytes) -> Coin:

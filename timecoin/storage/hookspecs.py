@@ -41,7 +41,7 @@ def timed_open_storage(name: str, path: Path, options: Mapping[str, object]) -> 
 
 
 @hookspec
-def timed_storage_backends() -> list[str]:
+def timed_storage_backends() -> list[str]:  # type: ignore[empty-body]
     """Return the backend names this plugin can open.
 
     Called only to tell the user what is available (the error for an unknown

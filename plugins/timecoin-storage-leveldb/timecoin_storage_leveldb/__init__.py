@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import plyvel
+import plyvel  # type: ignore[import-untyped]
 
 from timecoin.core.errors import ConfigError, StorageError
 from timecoin.storage.hookspecs import hookimpl
