@@ -162,3 +162,20 @@ def test_arbitrary_text_only_raises_bad_address(text: str) -> None:
     except BadAddress:
         return
     assert encode_address(payload, network) == text
+
+
+@given(st.text(alphabet=_B58, min_size=1, max_size=40))
+def test_base58_has_one_spelling_per_24_bytes(body: str) -> None:
+    # parse_address relies on this instead of re-encoding every address it decodes.
+    import base58
+
+    raw = base58.b58decode(body)
+    if len(raw) == 24:
+        assert base58.b58encode(raw).decode() == body
+
+
+def test_decoding_is_cached_but_errors_are_not() -> None:
+    assert parse_address(G_MAINNET) == parse_address(G_MAINNET)
+    for _ in range(2):
+        with pytest.raises(BadAddress):
+            parse_address(G_MAINNET[:-1] + "x")
