@@ -37,7 +37,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 
 from timecoin._proto.types.v1 import types_pb2 as pb
 from timecoin.core.address import decode_address, encode_address
-from timecoin.core.errors import DecodeError, NonCanonical, Oversized, Reason
+from timecoin.core.errors import BadPubkey, DecodeError, NonCanonical, Oversized, Reason
 from timecoin.core.keys import pubkey_hash, validate_pubkey
 from timecoin.core.types import (
     ADDRESS_PAYLOAD_LEN,
@@ -68,17 +68,16 @@ from timecoin.wire.limits import DEFAULT_LIMITS, Limits
 
 M = TypeVar("M", bound=Message)
 
-_UINT32_MAX = 2**32 - 1
-
 # --- generic helpers ----------------------------------------------------------
 
 
-def _as_bytes(data: object, what: str) -> bytes:
-    if isinstance(data, bytes):
-        return data
-    if isinstance(data, bytearray | memoryview):
-        return bytes(data)
-    raise DecodeError(f"{what}: expected bytes, got {type(data).__name__}")
+def _as_bytes(data: object, limit: int, what: str) -> bytes:
+    """Return *data* as bytes after checking its length against *limit* (before any copy)."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise DecodeError(f"{what}: expected bytes, got {type(data).__name__}")
+    size = data.nbytes if isinstance(data, memoryview) else len(data)
+    _check_size(size, limit, what)
+    return data if isinstance(data, bytes) else bytes(data)
 
 
 def _check_size(n: int, limit: int, what: str) -> None:
@@ -102,8 +101,7 @@ def _reject_unknown(msg: Message, what: str) -> None:
 
 def _parse(cls: type[M], data: object, limit: int, what: str) -> M:
     """Parse bounded, untrusted *data* as *cls*; strict about size and unknown fields."""
-    raw = _as_bytes(data, what)
-    _check_size(len(raw), limit, what)
+    raw = _as_bytes(data, limit, what)
     msg = cls()
     try:
         msg.ParseFromString(raw)
@@ -150,7 +148,10 @@ def _chain_id(value: str, limits: Limits, what: str) -> str:
 
 
 def _pubkey(value: bytes, what: str) -> bytes:
-    validate_pubkey(bytes(value))  # raises BadPubkey (a DecodeError)
+    try:
+        validate_pubkey(bytes(value))
+    except BadPubkey as exc:
+        raise BadPubkey(f"{what}: {exc.message}") from None
     return bytes(value)
 
 
@@ -158,12 +159,14 @@ def _signature(value: bytes, what: str) -> bytes:
     return _fixed(value, SIGNATURE_LEN, what)
 
 
-def _tier(value: int, what: str, *, allow_unspecified: bool = False) -> MasternodeTier | None:
-    if value == 0 and allow_unspecified:
-        return None
+def _required_tier(value: int, what: str) -> MasternodeTier:
     if value not in (1, 2, 3):
         raise DecodeError(f"{what}: masternode tier {value} out of range")
     return MasternodeTier(value)
+
+
+def _optional_tier(value: int, what: str) -> MasternodeTier | None:
+    return None if value == 0 else _required_tier(value, what)
 
 
 # --- OutPoint -------------------------------------------------------------------
@@ -243,10 +246,8 @@ def _tx_body_from_pb(
         action = msg.masternode.WhichOneof("action")
         if action == "register":
             r = msg.masternode.register
-            tier = _tier(r.tier, "registration")
-            assert tier is not None
             masternode = MasternodeRegistration(
-                tier=tier,
+                tier=_required_tier(r.tier, "registration"),
                 collateral_index=r.collateral_index,
                 operator_pubkey=_pubkey(r.operator_pubkey, "operator_pubkey"),
             )
@@ -329,11 +330,15 @@ def make_transaction(
     signatures: Iterable[bytes],
     network: Network,
     *,
+    max_size: int | None = None,
     limits: Limits = DEFAULT_LIMITS,
 ) -> Transaction:
-    """Build a Transaction from bytes a wallet signed, exactly as a peer would decode it."""
+    """Build a Transaction from bytes a wallet signed, exactly as a peer would decode it.
+
+    A proposer building a large coinbase passes ``max_size=limits.max_block_bytes``.
+    """
     msg = pb.Transaction(body_bytes=bytes(body_bytes), signatures=list(signatures))
-    return decode_transaction(msg, network, limits=limits)
+    return decode_transaction(msg, network, max_size=max_size, limits=limits)
 
 
 # --- headers and blocks -----------------------------------------------------------
@@ -669,7 +674,7 @@ def _validator_from_pb(msg: pb.Validator) -> Validator:
         address=address,
         pubkey=pubkey,
         power=msg.power,
-        tier=_tier(msg.tier, "validator", allow_unspecified=True),
+        tier=_optional_tier(msg.tier, "validator"),
         collateral=_outpoint_from_pb(msg.collateral) if msg.HasField("collateral") else None,
         reward_pubkey_hash=reward,
     )
