@@ -664,7 +664,12 @@ def test_block_round_trip_property(h: BlockHeader, bs: list[TxBody], c: Commit |
 @settings(max_examples=20)
 @given(st.lists(st.integers(0, 30), unique=True, max_size=6), st.integers(1, 2**40))
 def test_validator_set_round_trip_property(ids: list[int], power: int) -> None:
-    vs = ValidatorSet(tuple(validator(i, power=power + i) for i in ids))
+    vs = ValidatorSet(
+        tuple(
+            validator(i, power=power + i, reward_pubkey_hash=key(i + 40).address_payload * (i % 2))
+            for i in ids
+        )
+    )
     assert codec.decode_validator_set(codec.encode_validator_set(vs)) == vs
 
 
@@ -677,11 +682,13 @@ def test_address_in_output_uses_core_encoding() -> None:
 def test_reward_pubkey_hash_is_never_silently_dropped() -> None:
     # validators_hash covers reward_pubkey_hash, so the wire must carry it or refuse.
     v = validator(1, reward_pubkey_hash=key(9).address_payload)
-    if codec._HAS_REWARD_FIELD:
-        assert codec.validator_from_pb(codec.validator_to_pb(v)) == v
-    else:
-        with pytest.raises(ValueError):
-            codec.validator_to_pb(v)
+    assert codec.validator_from_pb(codec.validator_to_pb(v)) == v
+    vs = ValidatorSet((v, validator(2)))
+    assert codec.decode_validator_set(codec.encode_validator_set(vs)) == vs
+    m = codec.validator_to_pb(v)
+    m.reward_pubkey_hash = bytes(19)
+    with pytest.raises(DecodeError):
+        codec.validator_from_pb(m)
 
 
 def test_protocol_doc_worked_example() -> None:

@@ -636,12 +636,6 @@ def decode_evidence(data: bytes | pb.Evidence, *, limits: Limits = DEFAULT_LIMIT
 # --- validators ---------------------------------------------------------------------
 
 
-# ``validators_hash`` (core/commit.py) covers ``reward_pubkey_hash``, so a set
-# sent over the wire must carry it. The proto field is used as soon as the
-# schema has it; until then only sets without reward overrides round-trip.
-_HAS_REWARD_FIELD = "reward_pubkey_hash" in pb.Validator.DESCRIPTOR.fields_by_name
-
-
 def validator_to_pb(v: Validator) -> pb.Validator:
     """Convert a Validator to its protobuf message."""
     msg = pb.Validator(
@@ -649,13 +643,11 @@ def validator_to_pb(v: Validator) -> pb.Validator:
         pubkey=v.pubkey,
         power=v.power,
         tier=cast(Any, 0 if v.tier is None else int(v.tier)),
+        # validators_hash (core/commit.py) covers it, so the wire must carry it.
+        reward_pubkey_hash=v.reward_pubkey_hash,
     )
     if v.collateral is not None:
         msg.collateral.CopyFrom(outpoint_to_pb(v.collateral))
-    if v.reward_pubkey_hash:
-        if not _HAS_REWARD_FIELD:
-            raise ValueError("this proto schema cannot carry Validator.reward_pubkey_hash")
-        msg.reward_pubkey_hash = v.reward_pubkey_hash
     return msg
 
 
@@ -667,7 +659,7 @@ def _validator_from_pb(msg: pb.Validator) -> Validator:
         raise DecodeError("validator address does not match its pubkey")
     if msg.power == 0:
         raise DecodeError("validator with zero power")
-    reward = bytes(getattr(msg, "reward_pubkey_hash", b""))
+    reward = bytes(msg.reward_pubkey_hash)
     if len(reward) not in (0, ADDRESS_PAYLOAD_LEN):
         raise DecodeError("validator reward_pubkey_hash must be empty or 20 bytes")
     return Validator(
