@@ -132,3 +132,26 @@ def test_memory_snapshot_survives_copy_on_write():
         assert len(list(snap.iterate(prefix=b"k"))) == 100 - round_
         assert len(list(snap.iterate(prefix=b"n"))) == round_
     assert len(store) == 100
+
+
+@pytest.mark.parametrize("batch_size", [5, 300])
+def test_memory_store_matches_a_dict_under_mixed_batches(batch_size: int):
+    # Small batches update the sorted key list key by key, big ones re-sort
+    # once; both must keep it equal to the sorted dict.
+    import random
+
+    rng = random.Random(batch_size)
+    store, model = MemoryStore(), {}
+    for _ in range(30):
+        batch = WriteBatch()
+        for _ in range(batch_size):
+            key = bytes([rng.randrange(40)])
+            if rng.random() < 0.4:
+                batch.delete(key)
+                model.pop(key, None)
+            else:
+                value = rng.randbytes(2)
+                batch.put(key, value)
+                model[key] = value
+        store.write(batch)
+        assert list(store.iterate()) == sorted(model.items())

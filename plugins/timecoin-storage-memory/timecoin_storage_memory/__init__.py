@@ -29,6 +29,9 @@ __all__ = ["NAME", "MemorySnapshot", "MemoryStore", "timed_open_storage", "timed
 
 NAME = "memory"
 
+_SMALL_BATCH = 64
+"""Batches up to this size update the sorted key list key by key."""
+
 
 class _Closed:
     """Shared closed flag, readable by iterators and snapshots after the store is gone."""
@@ -178,14 +181,34 @@ class MemoryStore:
                 self._data = dict(self._data)
                 self._shared = False
             keys, data = self._keys, self._data
-            for key, value in ops:
-                if value is None:
-                    if data.pop(key, None) is not None:
-                        del keys[bisect.bisect_left(keys, key)]
-                else:
-                    if key not in data:
-                        bisect.insort(keys, key)
-                    data[key] = value
+            if len(ops) <= _SMALL_BATCH:
+                for key, value in ops:
+                    if value is None:
+                        if data.pop(key, None) is not None:
+                            del keys[bisect.bisect_left(keys, key)]
+                    else:
+                        if key not in data:
+                            bisect.insort(keys, key)
+                        data[key] = value
+            else:
+                # Big batch: one insort per key would move the list once per
+                # key; sorting once is O(n) here (Timsort merges the sorted old
+                # keys with the sorted new ones).
+                fresh: list[bytes] = []
+                removed = False
+                for key, value in ops:
+                    if value is None:
+                        if data.pop(key, None) is not None:
+                            removed = True
+                    else:
+                        if key not in data:
+                            fresh.append(key)
+                        data[key] = value
+                if removed:
+                    keys[:] = [k for k in keys if k in data]
+                if fresh:
+                    keys.extend(k for k in sorted(set(fresh)) if k in data)
+                    keys.sort()
 
     def close(self) -> None:
         with self._lock:
