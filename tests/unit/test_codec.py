@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -33,6 +34,7 @@ from timecoin.core.types import (
     Network,
     OutPoint,
     Proposal,
+    Transaction,
     TxBody,
     TxIn,
     TxOut,
@@ -110,7 +112,7 @@ def validator(i: int, **kw: object) -> Validator:
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
-def tx(b: TxBody | None = None):  # noqa: ANN201
+def tx(b: TxBody | None = None) -> Transaction:
     b = body() if b is None else b
     return codec.make_transaction(
         codec.encode_tx_body(b, NET), [sig(i) for i in range(len(b.inputs))], NET
@@ -198,7 +200,9 @@ def _body_msg() -> pb.TxBody:
         (lambda m: m.masternode.deregister.SetInParent(), DecodeError),
     ],
 )
-def test_tx_body_shape_rejections(mutate, error) -> None:  # noqa: ANN001
+def test_tx_body_shape_rejections(
+    mutate: Callable[[pb.TxBody], object], error: type[Exception]
+) -> None:
     m = _body_msg()
     mutate(m)
     with pytest.raises(error):
