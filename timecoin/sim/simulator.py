@@ -53,16 +53,17 @@ from timecoin.consensus.engine import (
 from timecoin.consensus.guard import MemorySigner
 from timecoin.consensus.proposer import ProposerPriorities
 from timecoin.consensus.timeouts import TimeoutConfig
-from timecoin.consensus.vote_set import is_one_third, is_two_thirds
+from timecoin.consensus.vote_set import is_two_thirds
 from timecoin.core.errors import TimecoinError
 from timecoin.core.hashing import sha256
 from timecoin.core.keys import KeyPair, is_valid_signature
 from timecoin.core.signing import proposal_sign_digest, vote_sign_digest
 from timecoin.core.types import Commit, Proposal, Validator, ValidatorSet, Vote, VoteType
+from timecoin.sim.fixtures import validator_key
 from timecoin.sim.network import Network, NetworkConfig
 
 BEHAVIOURS = ("equivocate", "double_vote", "silent", "random_vote")
-"""Byzantine behaviours, assigned round-robin to the byzantine validators."""
+"""Byzantine behaviours, assigned round-robin to the byzantine validators (offset by the seed)."""
 
 SIM_TIMEOUTS = TimeoutConfig(
     propose_ms=800,
@@ -111,7 +112,8 @@ class SimConfig:
             raise ValueError("byzantine validators need at least one behaviour")
         powers = self.power_list()
         byz = sum(powers[i] for i in self.byzantine_indices())
-        if is_one_third(byz, sum(powers)) and not self.allow_unsafe_byzantine:
+        # BFT needs byzantine power strictly below 1/3 (n >= 3f + 1).
+        if 3 * byz >= sum(powers) and not self.allow_unsafe_byzantine:
             raise ValueError(
                 f"byzantine power {byz} of {sum(powers)} is >= 1/3: "
                 "pass allow_unsafe_byzantine (CLI --allow-unsafe-byzantine) to simulate it"
@@ -173,7 +175,7 @@ class Summary:
 
 def sim_key(i: int) -> KeyPair:
     """Return the deterministic validator key of simulated validator *i*."""
-    return KeyPair.from_secret(sha256(b"timecoin-sim-validator-" + str(i).encode()))
+    return validator_key(i)
 
 
 class _VerifyCache:
@@ -232,7 +234,9 @@ class _Sim:
         for i, k in enumerate(keys):
             behaviour = None
             if i in byz:
-                behaviour = config.behaviours[byz.index(i) % len(config.behaviours)]
+                # Rotate with the seed so that even one byzantine validator
+                # exercises every behaviour over a range of seeds.
+                behaviour = config.behaviours[(byz.index(i) + seed) % len(config.behaviours)]
             ecfg = EngineConfig(
                 chain_id=config.chain_id,
                 address=k.address_payload,
