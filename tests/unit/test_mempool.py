@@ -571,3 +571,53 @@ def test_pool_invariants(ops):
         chosen = pool.select_for_block(2_000, 4)
         picked = [i.prev_out for t in chosen for i in t.body.inputs]
         assert len(picked) == len(set(picked)) and sum(t.size for t in chosen) <= 2_000
+
+
+def test_failpoint_mid_recheck_leaves_pool_consistent():
+    from timecoin.node import failpoints
+
+    view = _Coins()
+    pool = _pool()
+    txs = [_fake([_op(i)], fee=1_000 + i) for i in range(5)]
+    for tx in txs:
+        pool.add(tx, view, H, NOW)
+    failpoints.configure("mempool_flush.mid=raise")
+    try:
+        with pytest.raises(failpoints.FailpointError):
+            pool.remove_committed(txs[:2], view, H, NOW)
+    finally:
+        failpoints.configure("")
+    # The block's txs are gone and the order index matches the entries.
+    assert list(pool) == [txs[4].txid, txs[3].txid, txs[2].txid]
+    assert len(pool) == 3 and pool.size_bytes == 600
+    assert [t.txid for t in pool.select_for_block(10_000, 10)] == list(pool)
+
+
+def test_concurrent_adds_from_threads_keep_invariants():
+    import threading
+
+    view = _Coins()
+    pool = _pool(max_txs=50)
+    # Threads 0 and 1 compete for outpoints 0..39, threads 2 and 3 for 2000..2039.
+    batches = [
+        [_fake([_op(base + i % 40)], fee=fee + i) for i in range(60)]
+        for base, fee in ((0, 1_000), (0, 2_000), (2000, 1_500), (2000, 500))
+    ]
+
+    def run(batch):
+        for tx in batch:
+            try:
+                pool.add(tx, view, H, NOW)
+            except err.TimecoinError:
+                pass
+
+    threads = [threading.Thread(target=run, args=(b,)) for b in batches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    entries = [pool.entry(t) for t in pool]
+    assert len(entries) == len(pool) == 50
+    spent = [i.prev_out for e in entries for i in e.tx.body.inputs]
+    assert len(spent) == len(set(spent))
+    assert pool.size_bytes == sum(e.size for e in entries)
