@@ -286,7 +286,9 @@ class ChainState:
             outputs=tuple(TxOut(amount, pkh) for pkh, amount in outputs),
             coinbase_height=height,
         )
-        coinbase = make_transaction(encode_tx_body(body, params.network), (), params.network)
+        coinbase = make_transaction(
+            encode_tx_body(body, params.network), (), params.network, max_size=params.max_block_bytes
+        )
         overlay.apply_tx(coinbase, height)
         txs = (coinbase, *chosen)
         changes = overlay.changes()
