@@ -231,6 +231,27 @@ class StorageConformance:
         assert kv_store.get(b"y") is None
         assert kv_store.get(b"z") == b"2"
 
+    def test_mixed_batches_match_a_model(self, kv_store: KVStore) -> None:
+        # Small and big batches that put, delete and re-put the same keys many
+        # times over: the store must always equal a dict given the same ops.
+        rng = random.Random(5)
+        model: dict[bytes, bytes] = {}
+        for size in (3, 500, 1, 80, 1000, 10):
+            batch = WriteBatch()
+            for _ in range(size):
+                key = bytes([rng.choice((0x00, 0x01, 0x61, 0xFF)), rng.randrange(12)])
+                if rng.random() < 0.4:
+                    batch.delete(key)
+                    model.pop(key, None)
+                else:
+                    value = rng.randbytes(rng.randint(0, 3))
+                    batch.put(key, value)
+                    model[key] = value
+            kv_store.write(batch)
+            assert list(kv_store.iterate()) == sorted(model.items())
+            assert list(kv_store.iterate(reverse=True)) == sorted(model.items(), reverse=True)
+            assert all(kv_store.get(k) == v for k, v in model.items())
+
     def test_empty_batch_changes_nothing(self, kv_store: KVStore) -> None:
         _put(kv_store, {b"a": b"1"})
         kv_store.write(WriteBatch())
