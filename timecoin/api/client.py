@@ -59,6 +59,9 @@ class ApiClient:
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # One ApiClient, one connection: the node limits submissions per
+            # connection, and gRPC would otherwise share one between clients.
+            ("grpc.use_local_subchannel_pool", 1),
         ]
         if root_certificates is not None:
             creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)

@@ -255,13 +255,22 @@ def _select_and_build(
         in_total += coin.amount
         if in_total < pay_total:
             continue
-        # With change: the change amount changes the size by a byte or two, so
-        # price it with a placeholder of the largest possible width first.
-        with_change = body_for(MAX_MONEY_UNITS)
-        fee = fee_of(with_change)
-        change = in_total - pay_total - fee
+        # With change: the change amount's varint width changes the size by a
+        # few bytes, so start from a placeholder of the largest width (a safe
+        # upper bound) and tighten to the exact minimum for the final size.
+        upper = fee_of(body_for(MAX_MONEY_UNITS))
+        fee = upper
+        for _ in range(4):
+            change = in_total - pay_total - fee
+            if change < dust:
+                break
+            exact = fee_of(body_for(change))
+            if exact == fee:
+                return body_for(change), fee
+            fee = exact
+        change = in_total - pay_total - upper
         if change >= dust:
-            return body_for(change), fee
+            return body_for(change), upper
         without = body_for(0)
         fee = fee_of(without)
         if in_total - pay_total >= fee:
