@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from timecoin.core.keys import pubkey_hash
+from timecoin.core.rules import DEFAULT_PROPOSER_SHARE_PERCENT, split_by_power
 from timecoin.rules.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -29,16 +29,12 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-PROPOSER_SHARE_PERCENT = 20
-
-
-def _reward_address(v: Validator) -> bytes:
-    return v.reward_pubkey_hash or pubkey_hash(v.pubkey)
+PROPOSER_SHARE_PERCENT = DEFAULT_PROPOSER_SHARE_PERCENT
 
 
 @hookimpl
 def timed_rules_block_reward(height: int, fees: int, params: ChainParams) -> int:
-    """100 TIME of new coins plus every fee of the block."""
+    """Return 100 TIME of new coins plus every fee of the block."""
     return params.block_reward_units + fees
 
 
@@ -46,29 +42,21 @@ def timed_rules_block_reward(height: int, fees: int, params: ChainParams) -> int
 def timed_rules_reward_split(
     height: int, total: int, proposer: Validator, signers: Sequence[Validator], params: ChainParams
 ) -> list[tuple[bytes, int]]:
-    """Proposer share plus a power-weighted split among the last commit's signers."""
-    payouts: dict[bytes, int] = {}
-    signer_pool = 0 if not signers else total - total * PROPOSER_SHARE_PERCENT // 100
-    signer_power = sum(v.power for v in signers)
-    paid = 0
-    if signer_pool and signer_power:
-        for v in signers:
-            share = signer_pool * v.power // signer_power
-            if share < params.dust_limit_units:
-                continue  # folded into the proposer's output below
-            addr = _reward_address(v)
-            payouts[addr] = payouts.get(addr, 0) + share
-            paid += share
-    proposer_addr = _reward_address(proposer)
-    payouts[proposer_addr] = payouts.get(proposer_addr, 0) + (total - paid)
-    return sorted((a, amt) for a, amt in payouts.items() if amt > 0)
+    """Return the proposer share plus a power-weighted split among the last commit's signers."""
+    return split_by_power(
+        total,
+        proposer,
+        signers,
+        proposer_share_percent=PROPOSER_SHARE_PERCENT,
+        dust_limit_units=params.dust_limit_units,
+    )
 
 
 @hookimpl
 def timed_rules_select_proposer(
     validators: ValidatorSet, priorities: Sequence[int], round: int
 ) -> int:
-    """CometBFT's weighted proposer-priority rotation."""
+    """Return the proposer index by CometBFT's weighted proposer-priority rotation."""
     from timecoin.consensus.proposer import select_proposer
 
     return select_proposer(validators, priorities, round)
@@ -78,7 +66,7 @@ def timed_rules_select_proposer(
 def timed_rules_penalize(
     evidence: DuplicateVoteEvidence, validators: ValidatorSet, height: int
 ) -> ValidatorSet:
-    """Remove (jail) the equivocating validator."""
+    """Return the set without the equivocating validator (jailed)."""
     from timecoin.core.types import ValidatorSet as VSet
 
     culprit = evidence.vote_a.validator_address
