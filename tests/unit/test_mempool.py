@@ -621,3 +621,36 @@ def test_concurrent_adds_from_threads_keep_invariants():
     spent = [i.prev_out for e in entries for i in e.tx.body.inputs]
     assert len(spent) == len(set(spent))
     assert pool.size_bytes == sum(e.size for e in entries)
+
+
+def test_precheck_rejects_cheaply_and_records():
+    view = _Coins()
+    calls = []
+
+    def validate(tx, view, height):
+        calls.append(tx.txid)
+        return 1_000
+
+    pool = _pool(validate=validate)
+    first = _fake([_op(1)], fee=1_000)
+    pool.precheck(first, NOW)  # passes: nothing pending yet
+    pool.add(first, view, H, NOW)
+    rival = _fake([_op(1)], fee=9_000)
+    with pytest.raises(err.DoubleSpend):
+        pool.precheck(rival, NOW)
+    with pytest.raises(err.AlreadyKnown):
+        pool.precheck(first, NOW)
+    with pytest.raises(err.BadCoinbase):
+        pool.precheck(_fake([], fee=0), NOW)
+    assert calls == [first.txid]  # no validation spent on rejected ones
+    assert pool.status(rival.txid).reason is R.DOUBLE_SPEND
+    assert pool.stats().rejections == {R.DOUBLE_SPEND: 1, R.ALREADY_KNOWN: 1, R.BAD_COINBASE: 1}
+
+
+def test_from_config():
+    from timecoin.config import MempoolConfig
+
+    pool = Mempool.from_config(PARAMS, MempoolConfig(max_txs=7, max_bytes=5_000, expiry_s=60))
+    assert (pool.max_txs, pool.max_bytes, pool.expiry_ms) == (7, 5_000, 60_000)
+    assert pool.max_tx_bytes == PARAMS.max_tx_bytes
+    assert pool.stats().max_txs == 7

@@ -38,10 +38,12 @@ import bisect
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
+from timecoin.config import MempoolConfig
 from timecoin.core.errors import (
     AlreadyKnown,
     BadCoinbase,
@@ -308,6 +310,25 @@ class Mempool:
         self._rejections: Counter[Reason] = Counter()
         self._drops: Counter[DropKind] = Counter()
 
+    @classmethod
+    def from_config(
+        cls,
+        params: ChainParams,
+        config: MempoolConfig,
+        *,
+        validate: TxValidator | None = None,
+        rules_hook: RulesHook | None = None,
+    ) -> Mempool:
+        """Build a pool from the ``[mempool]`` section of the node config."""
+        return cls(
+            params,
+            max_txs=config.max_txs,
+            max_bytes=config.max_bytes,
+            expiry_ms=config.expiry_s * 1000,
+            validate=validate,
+            rules_hook=rules_hook,
+        )
+
     def _default_validate(
         self, tx: Transaction, view: UtxoView, height: int, *, sig_ok: bool | None = None
     ) -> int:
@@ -382,17 +403,31 @@ class Mempool:
 
     # --- admission ------------------------------------------------------------
 
-    def precheck(self, tx: Transaction) -> None:
+    def precheck(self, tx: Transaction, now_ms: int) -> None:
         """Run the cheap admission checks that need no UTXO view and no signature.
 
         Raises AlreadyKnown, BadCoinbase, Oversized, MissingInput (spends a
-        pending output) or DoubleSpend (an input is spent by a pending tx).
-        The node calls it before spending CPU on signatures; ``add`` runs it
-        again under the lock. Rejections here are not recorded (``add`` does).
+        pending output), DoubleSpend (an input is spent by a pending tx) or
+        BadPayload (operator registration already pending); rejections are
+        recorded and counted as in ``add``. The node calls it before spending
+        CPU on signatures; ``add`` runs the same checks again under the lock.
         """
-        with self._lock:
+        with self._lock, self._recording(tx, now_ms):
             self._check_known(tx)
             self._check_cheap(tx)
+
+    @contextmanager
+    def _recording(self, tx: Transaction, now_ms: int) -> Iterator[None]:
+        """Count every rejection raised inside and remember it (AlreadyKnown: count only)."""
+        try:
+            yield
+        except AlreadyKnown:
+            self._rejections[Reason.ALREADY_KNOWN] += 1
+            raise
+        except TimecoinError as exc:
+            self._rejections[exc.reason] += 1
+            self._record_rejection(tx, exc, now_ms)
+            raise
 
     def _check_known(self, tx: Transaction) -> None:
         txid = tx.txid
@@ -464,16 +499,8 @@ class Mempool:
         Every rejection raises a TimecoinError with its reason and is recorded
         for ``status``/``rejection`` and ``stats``.
         """
-        with self._lock:
-            try:
-                return self._add(tx, view, height, now_ms, sig_ok)
-            except AlreadyKnown:
-                self._rejections[Reason.ALREADY_KNOWN] += 1
-                raise
-            except TimecoinError as exc:
-                self._rejections[exc.reason] += 1
-                self._record_rejection(tx, exc, now_ms)
-                raise
+        with self._lock, self._recording(tx, now_ms):
+            return self._add(tx, view, height, now_ms, sig_ok)
 
     def _add(
         self, tx: Transaction, view: UtxoView, height: int, now_ms: int, sig_ok: bool | None
@@ -491,7 +518,7 @@ class Mempool:
                 raise
             except Exception as exc:  # a plugin bug must not take the node down
                 raise RulesRejected(f"rules plugin error: {exc!r}"[:MAX_MESSAGE_CHARS]) from exc
-        size = effective_size(tx)
+        size = max(1, effective_size(tx))
         victims = self._victims(fee, size)
         evicted = []
         for v in victims:
