@@ -82,6 +82,9 @@ class ApiConfig(_Section):
     """host:port of the client listener; empty means 127.0.0.1 and the network's API port."""
     cookie_file: str = ".cookie"
     """Credential file written on start; wallet and admin calls must present its token."""
+    tls_cert_file: str = ""
+    """PEM certificate; with ``tls_key_file`` serves TLS (required beyond loopback)."""
+    tls_key_file: str = ""
 
 
 class ConsensusConfig(_Section):

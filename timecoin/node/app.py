@@ -11,12 +11,17 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dependency_injector import providers
 
 from timecoin.config import NetworkName, NodeConfig, load_config, resolve
 from timecoin.home import CONFIG_FILE, default_home, init_home
 from timecoin.node.logs import event, setup_logging
+
+if TYPE_CHECKING:
+    from timecoin.api.server import ApiServer
+    from timecoin.node.node import Node
 
 log = logging.getLogger("timed")
 
@@ -55,10 +60,8 @@ async def serve(home: Path, cfg: NodeConfig) -> None:
     try:
         node = container.node()
         node_key = read_key(resolve(home, cfg.node_key_file))
-        servers = []
         api = _make_api_server(cfg, home, node, node_key.address_payload)
-        if api is not None:
-            servers.append(api)
+        servers = [api]
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, node.stop)
@@ -79,12 +82,14 @@ async def serve(home: Path, cfg: NodeConfig) -> None:
         container.shutdown_resources()
 
 
-def _make_api_server(cfg: NodeConfig, home: Path, node: object, node_id: bytes) -> object | None:
-    try:
-        from timecoin.api.server import build_api_server
-    except ImportError:
-        log.warning("client API not available in this build")
-        return None
+def _make_api_server(cfg: NodeConfig, home: Path, node: Node, node_id: bytes) -> ApiServer:
+    from timecoin.api.server import ApiServer, ApiSettings
     from timecoin.node.api_backend import NodeApi
 
-    return build_api_server(cfg, home, NodeApi(node, node_id))  # type: ignore[arg-type]
+    settings = ApiSettings(
+        listen=cfg.api.listen,
+        cookie_file=resolve(home, cfg.api.cookie_file),
+        tls_cert_file=resolve(home, cfg.api.tls_cert_file) if cfg.api.tls_cert_file else None,
+        tls_key_file=resolve(home, cfg.api.tls_key_file) if cfg.api.tls_key_file else None,
+    )
+    return ApiServer(NodeApi(node, node_id), settings)
