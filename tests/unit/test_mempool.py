@@ -360,7 +360,7 @@ def test_incremental_fee_rate_required_to_evict():
     pool.add(_fake([_op(1)], fee=2_000, size=200), view, H, NOW)  # 10 units/byte
     with pytest.raises(err.MempoolFull) as exc_info:
         pool.add(_fake([_op(2)], fee=2_199, size=200), view, H, NOW)  # 10.995
-    assert exc_info.value.details["min_fee_rate"] == 11_000
+    assert exc_info.value.details["min_fee_rate"] == 11_001
     res = pool.add(_fake([_op(3)], fee=2_200, size=200), view, H, NOW)  # exactly 11
     assert len(res.evicted) == 1
 
@@ -654,3 +654,29 @@ def test_from_config():
     assert (pool.max_txs, pool.max_bytes, pool.expiry_ms) == (7, 5_000, 60_000)
     assert pool.max_tx_bytes == PARAMS.max_tx_bytes
     assert pool.stats().max_txs == 7
+
+
+def test_min_fee_rate_hint_gets_a_tx_in():
+    view = _Coins()
+    pool = _pool(max_txs=2, incremental_units_per_kb=1_000)
+    assert pool.min_fee_rate_units_per_kb() == PARAMS.min_fee_units_per_kb
+    pool.add(_fake([_op(1)], fee=3_001, size=300), view, H, NOW)  # 10,003.3 units/kB
+    pool.add(_fake([_op(2)], fee=9_000, size=300), view, H, NOW)
+    hint = pool.min_fee_rate_units_per_kb()
+    assert hint == 10_003 + 1_000 + 1
+    below = _fake([_op(3)], fee=(hint - 1) * 300 // 1000, size=300)
+    with pytest.raises(err.MempoolFull):
+        pool.add(below, view, H, NOW)
+    at = _fake([_op(4)], fee=-(-hint * 300 // 1000), size=300)
+    assert len(pool.add(at, view, H, NOW).evicted) == 1
+
+
+def test_reject_records_external_rejection(funded):
+    view, ops = funded
+    pool = Mempool(PARAMS)
+    tx = replace(_pay(ops[0], 1, 10 * TIME), signatures=(bytes(64),))
+    pool.reject(tx, err.BadSignature("batch verification failed"), NOW)
+    assert pool.status(tx.txid).reason is R.BAD_SIGNATURE
+    assert pool.stats().rejections == {R.BAD_SIGNATURE: 1}
+    with pytest.raises(err.AlreadyKnown):
+        pool.add(tx, view, H, NOW)

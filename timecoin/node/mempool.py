@@ -401,6 +401,22 @@ class Mempool:
                 drops=dict(self._drops),
             )
 
+    def min_fee_rate_units_per_kb(self) -> int:
+        """Return a fee rate (units/kB) that gets a small transaction in right now.
+
+        The chain minimum while the pool has room; when full, one more than
+        the cheapest pending rate plus the eviction increment (a transaction
+        large enough to need several evictions may need more).
+        """
+        with self._lock:
+            floor = self.params.min_fee_units_per_kb
+            if len(self._entries) < self.max_txs and self._bytes < self.max_bytes * 9 // 10:
+                return floor
+            if not self._order:
+                return floor
+            worst = self._entries[self._order[-1][1]]
+            return max(floor, worst.fee_rate + self.incremental_units_per_kb + 1)
+
     # --- admission ------------------------------------------------------------
 
     def precheck(self, tx: Transaction, now_ms: int) -> None:
@@ -415,6 +431,14 @@ class Mempool:
         with self._lock, self._recording(tx, now_ms):
             self._check_known(tx)
             self._check_cheap(tx)
+
+    def reject(self, tx: Transaction, exc: TimecoinError, now_ms: int) -> None:
+        """Record a rejection found outside the pool (e.g. a signature batch) for status/stats."""
+        with self._lock:
+            if tx.txid in self._entries:
+                return
+            self._rejections[exc.reason] += 1
+            self._record_rejection(tx, exc, now_ms)
 
     @contextmanager
     def _recording(self, tx: Transaction, now_ms: int) -> Iterator[None]:
@@ -564,7 +588,7 @@ class Mempool:
                 raise MempoolFull(
                     f"mempool full: fee rate {fee * 1000 // size} units/kB does not beat "
                     f"{worst.fee_rate} units/kB (+{inc}) of the cheapest pending transaction",
-                    min_fee_rate=worst.fee_rate + inc,
+                    min_fee_rate=worst.fee_rate + inc + 1,
                 )
             victims.append(worst.tx.txid)
             count -= 1
