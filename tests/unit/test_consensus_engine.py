@@ -515,6 +515,8 @@ def test_next_height_messages_are_buffered_bounded_and_replayed() -> None:
         net.engine.step(VoteReceived(signed_vote(net.keys[i], CHAIN, PV, 2, 0, A)))
     with pytest.raises(BufferFull):
         net.engine.step(VoteReceived(signed_vote(net.keys[0], CHAIN, PC, 2, 0, A)))
+    with pytest.raises(UnknownValidator):  # strangers cannot fill the buffer
+        net.engine.step(VoteReceived(signed_vote(validator_key(50), CHAIN, PV, 2, 0, A)))
     net.start(height=2)
     assert net.engine.votes.power_for(PV, 0, A) == 3
 

@@ -434,7 +434,12 @@ class Engine:
             raise StaleHeight(f"message for height {height} at height {h}")
         raise FutureHeight(f"message for height {height} at height {h}")
 
-    def _buffer(self, key: tuple[object, ...], item: _Buffered) -> None:
+    def _buffer(self, key: tuple[object, ...], item: _Buffered, author: bytes) -> None:
+        # Only members of the current set may fill the buffer: the set of the
+        # next height differs only by changes decided two heights ago (H+2
+        # rule), and a joiner's messages are simply gossiped again later.
+        if self.state.height > 0 and author not in self.validators:
+            raise UnknownValidator(f"{author.hex()} is not a validator")
         if key in self._next:
             raise DuplicateVote("already buffered for the next height")
         if len(self._next) >= self.config.max_buffered_next_height:
@@ -446,7 +451,8 @@ class Engine:
             validate_vote_fields(vote)
             if vote.round > self.config.max_round_window:
                 raise FutureRound(f"next-height vote for round {vote.round}")
-            self._buffer((vote.type, vote.round, vote.validator_address, vote.block_hash), vote)
+            key = (vote.type, vote.round, vote.validator_address, vote.block_hash)
+            self._buffer(key, vote, vote.validator_address)
             return
         ev = self.votes.add(vote)
         if ev is not None:
@@ -462,7 +468,8 @@ class Engine:
         if not self._check_height(p.height):
             if p.round > self.config.max_round_window:
                 raise FutureRound(f"next-height proposal for round {p.round}")
-            self._buffer(("proposal", p.round, p.proposer_address, p.block_hash), (p, valid))
+            key = ("proposal", p.round, p.proposer_address, p.block_hash)
+            self._buffer(key, (p, valid), p.proposer_address)
             return
         if p.round > self.state.round + self.config.max_round_window:
             raise FutureRound(f"proposal for round {p.round} at round {self.state.round}")
