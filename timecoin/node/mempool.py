@@ -245,7 +245,8 @@ def _operator(tx: Transaction) -> bytes | None:
 class Mempool:
     """Pending transactions with fee-rate ordering, limits, expiry and dedup.
 
-    Thread-safe: every public method holds one reentrant lock.
+    Thread-safe: every public method that touches more than one index holds
+    one reentrant lock (single dict reads such as ``get`` need none).
     """
 
     def __init__(
@@ -285,7 +286,6 @@ class Mempool:
         self.expiry_ms = expiry_ms
         self.incremental_units_per_kb = incremental_units_per_kb
         self._validate: TxValidator = validate or self._default_validate
-        self._custom_validate = validate is not None
         self._rules_hook = rules_hook
         self._recent_rejected_max = recent_rejected
         self._recent_committed_max = recent_committed
@@ -296,7 +296,7 @@ class Mempool:
         self._order: list[tuple[int, bytes]] = []  # sorted ascending = best first
         self._spent_by: dict[tuple[bytes, int], bytes] = {}
         # While a block is processed, removals skip the O(n) list deletion and
-        # the order list is filtered once at the end (``_batch_removals``).
+        # the order list is filtered once at the end (``remove_committed``).
         self._batched = False
         self._operators: dict[bytes, bytes] = {}  # operator address -> pending registration
         self._bytes = 0
