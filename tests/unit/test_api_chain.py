@@ -225,3 +225,17 @@ async def test_subscribe_transaction_reports_rejection_with_reason(tmp_path) -> 
             await waiter
         assert info.value.reason == Reason.DOUBLE_SPEND
         assert "conflicting spend" in info.value.message
+
+
+async def test_wait_final_times_out_with_the_last_status(tmp_path) -> None:
+    from timecoin.api.client import NodeUnavailable
+
+    node = FakeNode()
+    (coin,) = node.fund(ALICE, [10 * TIME])
+    tx = pay(node, ALICE, coin, TIME, BOB.address_payload, change=8 * TIME)
+    async with running(tmp_path, node) as r:
+        await r.client.submit(tx)
+        with pytest.raises(NodeUnavailable, match="TRANSACTION_STATUS_PENDING"):
+            await r.client.wait_final(tx.txid, timeout_s=0.3)
+        # The server noticed the client left and freed the subscription.
+        await until(lambda: r.server.chain.subscribers == 0)

@@ -34,11 +34,13 @@ class NodeUnavailable(TimecoinError):  # noqa: N818 - named like core.errors
 
 def _raise(exc: grpc.RpcError, target: str) -> TimecoinError:
     code = exc.code() if hasattr(exc, "code") else None
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        trailers = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
-        if not any(k == "timecoin-reason" for k, _ in trailers or ()):
-            detail = exc.details() if hasattr(exc, "details") else ""
+    trailers = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    if not any(k == "timecoin-reason" for k, _ in trailers or ()):
+        detail = exc.details() if hasattr(exc, "details") else ""
+        if code == grpc.StatusCode.UNAVAILABLE:
             return NodeUnavailable(f"cannot reach the node at {target} ({detail})")
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return NodeUnavailable(f"no answer from the node at {target} in time")
     return error_from_rpc(exc)
 
 
@@ -192,16 +194,22 @@ class ApiClient:
         (DEADLINE) if it is not final within *timeout_s*.
         """
         last = None
-        async for msg in self.subscribe_transaction(txid, timeout_s=timeout_s):
-            last = msg.status
-            if msg.status == chain_pb2.TRANSACTION_STATUS_FINAL:
-                return msg.height, bytes(msg.block_hash)
-            if msg.status == chain_pb2.TRANSACTION_STATUS_REJECTED:
-                raise rejection_from_pb(msg.rejection)
-            if msg.HasField("dropped"):
-                break
+        try:
+            async for msg in self.subscribe_transaction(txid, timeout_s=timeout_s):
+                last = msg.status
+                if msg.status == chain_pb2.TRANSACTION_STATUS_FINAL:
+                    return msg.height, bytes(msg.block_hash)
+                if msg.status == chain_pb2.TRANSACTION_STATUS_REJECTED:
+                    raise rejection_from_pb(msg.rejection)
+                if msg.HasField("dropped"):
+                    break
+        except NodeUnavailable:
+            if last is None:
+                raise
         name = chain_pb2.TransactionStatus.Name(last) if last is not None else "no status"
-        raise NodeUnavailable(f"transaction {txid.hex()} not final ({name})")
+        raise NodeUnavailable(
+            f"transaction {txid.hex()} not final within {timeout_s:g} s (last status {name})"
+        )
 
     # --- wallet --------------------------------------------------------------
 

@@ -73,7 +73,7 @@ DEFAULT_ESTIMATE_SIZE = 250
 def _size_with_signatures(body_bytes: bytes, n_inputs: int) -> int:
     """Return the encoded size of the signed transaction (what the fee rate applies to)."""
     msg = types_pb2.Transaction(body_bytes=body_bytes, signatures=[bytes(SIGNATURE_LEN)] * n_inputs)
-    return msg.ByteSize()
+    return int(msg.ByteSize())
 
 
 class WalletService(wallet_pb2_grpc.WalletServiceServicer):
@@ -132,9 +132,9 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
             decoded.append(tx)
         if decoded:
             outcome = await self._backend.submit(decoded)
-            for i, err in zip(slots, outcome, strict=True):
-                if err is not None:
-                    results[i].rejection.CopyFrom(rejection_to_pb(err))
+            for i, rejected in zip(slots, outcome, strict=True):
+                if rejected is not None:
+                    results[i].rejection.CopyFrom(rejection_to_pb(rejected))
         return wallet_pb2.SubmitTransactionStreamResponse(results=results)
 
     @guard_unary
