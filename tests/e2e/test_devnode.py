@@ -1,0 +1,172 @@
+"""`timed serve --dev` as a real process: blocks, transactions, rejections, restarts, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import pytest
+
+from timecoin.core.errors import DoubleSpend, MempoolFull, Reason, TimecoinError
+from timecoin.core.muhash import MuHash3072, coin_element
+from timecoin.core.types import OutPoint
+from timecoin.txbuilder import build_transfer
+
+pytestmark = pytest.mark.e2e
+OTHER = b"\x07" * 20
+
+
+async def _coins(c, node):
+    resp = await c.list_unspent(node.address)
+    return [(OutPoint(u.out_point.txid, u.out_point.index), u.amount) for u in resp.unspent]
+
+
+async def _genesis_coin(c, node):
+    coins = await _coins(c, node)
+    return max(coins, key=lambda x: x[1])
+
+
+def _pay(node, op, amount, to=OTHER, value=10**8, fee=1_000):
+    return build_transfer(
+        node.params,
+        node.wallet,
+        [op],
+        [(to, value), (node.wallet.address_payload, amount - value - fee)],
+    )
+
+
+async def test_send_final_double_spend_and_graceful_restart(dev_node):
+    node = dev_node()
+    node.start()
+    async with asyncio.timeout(90):
+        await node.wait_ready()
+        async with node.client() as c:
+            op, amount = await _genesis_coin(c, node)
+            tx = _pay(node, op, amount)
+            conflict = _pay(node, op, amount, to=b"\x09" * 20, fee=2_000)
+            txid = await c.submit(tx)
+            assert txid == tx.txid
+            with pytest.raises(DoubleSpend) as ei:
+                await c.submit(conflict)
+            assert ei.value.reason == Reason.DOUBLE_SPEND
+            height, block_hash = await c.wait_final(txid, timeout_s=30)
+            assert height >= 1
+            info = await c.get_transaction(txid)
+            assert info.height == height and info.block_hash == block_hash
+            assert len(info.commit.signatures) == 1
+            total_before, _, _ = await c.balance(node.address)
+            status_before = await c.status()
+
+        started = time.monotonic()
+        assert node.stop(signal.SIGTERM) == 0
+        assert time.monotonic() - started < 10
+        assert "Node stopped" in node.log()
+
+        node.start()
+        await node.wait_ready()
+        async with node.client() as c:
+            status = await c.status()
+            assert status.height >= status_before.height
+            total_after, _, _ = await c.balance(node.address)
+            # the dev wallet also receives every block reward; it never loses coins
+            assert total_after >= total_before
+            assert await c.get_transaction(txid)
+    assert node.stop() == 0
+
+
+async def test_full_mempool_rejects_then_evicts_for_higher_fee(dev_node):
+    # one block per minute: the pool fills up before anything is mined
+    node = dev_node(mempool={"max_txs": 3}, consensus={"block_interval_ms": 60_000})
+    node.start()
+    async with asyncio.timeout(90):
+        await node.wait_ready()
+        async with node.client() as c:
+            coins = await _coins(c, node)
+            assert len(coins) >= 1
+            op, amount = await _genesis_coin(c, node)
+            # split the genesis coin into several coins first
+            split = build_transfer(
+                node.params,
+                node.wallet,
+                [op],
+                [(node.wallet.address_payload, 10**10)] * 6
+                + [(node.wallet.address_payload, amount - 6 * 10**10 - 5_000)],
+            )
+            await c.submit(split)
+            # the first block (immediately after start) was already produced; wait for the next
+            await c.wait_final(split.txid, timeout_s=75)
+            outs = [OutPoint(split.txid, i) for i in range(6)]
+            for o in outs[:3]:
+                await c.submit(_pay(node, o, 10**10, fee=1_000))
+            with pytest.raises(MempoolFull) as ei:
+                await c.submit(_pay(node, outs[3], 10**10, fee=1_000))
+            assert ei.value.reason == Reason.MEMPOOL_FULL
+            rich = _pay(node, outs[4], 10**10, fee=500_000)
+            assert await c.submit(rich) == rich.txid
+            st = await c.status()
+            assert st.mempool_size == 3
+    node.stop()
+
+
+def _replayed_commitment(home) -> tuple[int, bytes, bytes]:
+    """Replay every stored block into a fresh memory store; return (height, stored, replayed)."""
+    from timecoin.core.params import ChainParams
+    from timecoin.genesis import load_genesis
+    from timecoin.node.chainstate import ChainState
+    from timecoin.rules.manager import PluggyRules, build_plugin_manager
+    from timecoin.storage.backends import open_store
+    from timecoin.storage.chainstore import ChainStore
+    from timecoin.wire.codec import decode_block
+
+    params = ChainParams.for_network("devnet")
+    genesis = load_genesis(home / "genesis.json")
+    pm = build_plugin_manager()
+    stored = ChainState(
+        params, genesis, ChainStore(open_store("leveldb", home / "data", {}, pm)), PluggyRules(pm)
+    )
+    replay = ChainState(
+        params, genesis, ChainStore(open_store("memory", home / "mem", {}, pm)), PluggyRules(pm)
+    )
+    for h in range(1, stored.height + 1):
+        block = decode_block(stored.store.get_block_bytes(h), params.network)
+        result = replay.validate(block, block.header.time_ms)
+        replay.commit(block, stored.store.get_block_bytes(h), result, stored.seen_commit(h))
+    h = MuHash3072()
+    for op, coin in stored.store.iter_all_coins():
+        h.insert(coin_element(op, coin))
+    assert h.digest() == stored.tip_info().utxo_commitment
+    out = (stored.height, stored.tip_info().utxo_commitment, replay.tip_info().utxo_commitment)
+    stored.store.close()
+    return out
+
+
+async def test_kill_9_during_burst_then_replay_matches(dev_node):
+    node = dev_node(consensus={"block_interval_ms": 200})
+    node.start()
+    async with asyncio.timeout(120):
+        await node.wait_ready()
+        async with node.client() as c:
+            op, amount = await _genesis_coin(c, node)
+            txids = []
+            for _ in range(8):
+                tx = _pay(node, op, amount, value=10**8, fee=1_000)
+                try:
+                    txids.append(await c.submit(tx))
+                except TimecoinError:
+                    break
+                height, _ = await c.wait_final(tx.txid, timeout_s=30)
+                op, amount = OutPoint(tx.txid, 1), amount - 10**8 - 1_000
+            final_height = (await c.status()).height
+        assert node.stop(signal.SIGKILL) == -signal.SIGKILL
+    height, stored, replayed = _replayed_commitment(node.home)
+    assert height >= final_height
+    assert stored == replayed
+    # and the node restarts from there
+    node.start()
+    async with asyncio.timeout(60):
+        await node.wait_ready()
+        async with node.client() as c:
+            for txid in txids:
+                assert await c.get_transaction(txid)
+    node.stop()
