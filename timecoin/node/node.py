@@ -54,6 +54,7 @@ from timecoin.core.errors import (
 )
 from timecoin.core.tx import check_signatures, validate_transaction_stateless
 from timecoin.core.types import Commit, DuplicateVoteEvidence, Transaction
+from timecoin.core.validators import validator_updates
 from timecoin.node.chainstate import ChainState, ProposedBlock
 from timecoin.node.logs import event
 
@@ -288,8 +289,13 @@ class Node:
     # --- transaction admission ----------------------------------------------------
 
     def _precheck(self, tx: Transaction) -> TimecoinError | None:
-        """Stateless checks and signatures, on a verify thread (no chain access)."""
+        """Cheap pool checks, stateless checks and signatures, on a verify thread.
+
+        The pool's own precheck (already known, conflicting, oversized) runs
+        first so a resubmitted or conflicting transaction costs no ECDSA work.
+        """
         try:
+            self.mempool.precheck(tx, now_ms())
             validate_transaction_stateless(tx, self.params)
             check_signatures(tx, self.params.chain_id)
         except TimecoinError as exc:
@@ -301,15 +307,24 @@ class Node:
     ) -> list[TimecoinError | None]:
         out: list[TimecoinError | None] = []
         height = self.chain.height + 1
+        registry = self.chain.validators(height + 1)
         now = now_ms()
         for tx, err in zip(txs, pre, strict=True):
+            if err is None and tx.body.masternode is not None:
+                try:
+                    # The registry a block at `height` changes is the set for height + 1.
+                    validator_updates([tx], registry, strict=True)
+                except TimecoinError as exc:
+                    err = exc
             if err is not None:
+                if not isinstance(err, AlreadyKnown):
+                    self.mempool.reject(tx, err, now)  # remembered for status and dedup
                 out.append(err)
                 continue
             try:
                 self.mempool.add(tx, self.chain.store, height, now, sig_ok=True)
                 out.append(None)
-            except TimecoinError as exc:
+            except TimecoinError as exc:  # recorded by the pool itself
                 out.append(exc)
         return out
 
