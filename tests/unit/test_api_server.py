@@ -309,3 +309,38 @@ async def test_tls_listener(tmp_path) -> None:
                 await plaintext.status()
     finally:
         await server.stop(0)
+
+
+def test_settings_from_config(tmp_path) -> None:
+    from timecoin.config import parse_config
+
+    cfg = parse_config({"network": "testnet"})
+    s = ApiSettings.from_config(cfg, tmp_path)
+    assert s.listen == "127.0.0.1:24101"
+    assert s.cookie_file == tmp_path / ".cookie"
+    assert s.tls_cert_file is None and s.tls_key_file is None
+
+
+async def test_extra_interceptors_see_every_call(tmp_path) -> None:
+    seen: list[str] = []
+
+    class Recorder(grpc.aio.ServerInterceptor):
+        async def intercept_service(self, continuation, details):  # type: ignore[no-untyped-def]
+            seen.append(details.method)
+            return await continuation(details)
+
+    node = FakeNode()
+    server = ApiServer(node, ApiSettings(listen="127.0.0.1:0"), interceptors=[Recorder()])
+    await server.start()
+    try:
+        async with ApiClient(f"127.0.0.1:{server.port}") as c:
+            await c.status()
+            with pytest.raises(Unauthenticated):  # no cookie file: submission is disabled
+                await c.submit(
+                    transaction_to_pb(
+                        pay(node, ALICE, node.fund(ALICE, [TIME])[0], 5000, BOB.address_payload)
+                    )
+                )
+    finally:
+        await server.stop(0)
+    assert seen == [STATUS, SUBMIT]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,6 +95,33 @@ class ApiSettings:
     """Transactions per second one connection may submit (0 disables the limit)."""
     submit_burst: float = 40_000.0
     subscriptions: SubscriptionLimits = SubscriptionLimits()
+
+    @classmethod
+    def from_config(cls, cfg: Any, home: Path) -> ApiSettings:
+        """Return settings from a ``NodeConfig`` (its ``[api]`` section); paths relative to *home*.
+
+        Optional keys the config may grow (``tls_cert_file``, ``tls_key_file``,
+        ``submit_rate_per_s``, ``submit_burst``) are used when present.
+        """
+        from timecoin.config import resolve
+
+        api = cfg.api
+
+        def path(name: str) -> Path | None:
+            value = getattr(api, name, None)
+            return resolve(home, value) if value else None
+
+        extra: dict[str, Any] = {}
+        for name in ("submit_rate_per_s", "submit_burst"):
+            if getattr(api, name, None) is not None:
+                extra[name] = float(getattr(api, name))
+        return cls(
+            listen=api.listen,
+            cookie_file=path("cookie_file"),
+            tls_cert_file=path("tls_cert_file"),
+            tls_key_file=path("tls_key_file"),
+            **extra,
+        )
 
 
 def _has_unknown(msg: Message) -> bool:
@@ -173,7 +200,17 @@ def request_limits(limits: Limits) -> dict[str, int]:
 class ApiServer:
     """The client gRPC listener; ``start()``, ``stop(grace)``, ``port``."""
 
-    def __init__(self, backend: NodeBackend, settings: ApiSettings) -> None:
+    def __init__(
+        self,
+        backend: NodeBackend,
+        settings: ApiSettings,
+        *,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    ) -> None:
+        """Bind the listener (not started yet); ConfigError for a refused address.
+
+        *interceptors* (tracing, metrics) run outermost, before authentication.
+        """
         host, port = parse_listen(settings.listen)
         tls = settings.tls_cert_file is not None or settings.tls_key_file is not None
         if tls and (settings.tls_cert_file is None or settings.tls_key_file is None):
@@ -196,6 +233,7 @@ class ApiServer:
         self.health = health.aio.HealthServicer()
         self._server = grpc.aio.server(
             interceptors=[
+                *interceptors,
                 AuthInterceptor(auth_cookie),
                 StrictRequestInterceptor(request_limits(Limits.from_params(backend.params))),
             ],
