@@ -33,12 +33,12 @@ class KeyPair:
 
     @classmethod
     def generate(cls) -> KeyPair:
-        """A new key from the operating system's CSPRNG (via coincurve)."""
+        """Generate a new key from the operating system's CSPRNG (via coincurve)."""
         return cls.from_secret(_CPrivateKey().secret)
 
     @classmethod
     def from_secret(cls, secret: bytes) -> KeyPair:
-        """The key pair for a 32-byte secret; raises BadPubkey if it is out of range."""
+        """Return the key pair for a 32-byte secret; raises BadPubkey if it is out of range."""
         try:
             pk = _CPrivateKey(secret)
         except Exception as exc:  # coincurve raises ValueError for 0 or >= n
@@ -91,7 +91,7 @@ def verify_digest(pubkey: bytes, signature: bytes, digest: bytes) -> None:
 
 
 def is_valid_signature(pubkey: bytes, signature: bytes, digest: bytes) -> bool:
-    """True iff *signature* is a 64-byte low-S signature by *pubkey* over *digest*."""
+    """Tell whether *signature* is a 64-byte low-S signature by *pubkey* over *digest*."""
     if len(signature) != SIGNATURE_LEN or len(digest) != HASH_LEN or len(pubkey) != PUBKEY_LEN:
         return False
     s = int.from_bytes(signature[32:], "big")

@@ -271,7 +271,7 @@ class ValidatorSet:
         return sum(v.power for v in self.validators)
 
     def get(self, address: bytes) -> Validator | None:
-        """The validator with *address*, or None if it is not in the set."""
+        """Return the validator with *address*, or None if it is not in the set."""
         i = self._index.get(address)
         return None if i is None else self.validators[i]
 

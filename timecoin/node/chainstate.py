@@ -287,7 +287,10 @@ class ChainState:
             coinbase_height=height,
         )
         coinbase = make_transaction(
-            encode_tx_body(body, params.network), (), params.network, max_size=params.max_block_bytes
+            encode_tx_body(body, params.network),
+            (),
+            params.network,
+            max_size=params.max_block_bytes,
         )
         overlay.apply_tx(coinbase, height)
         txs = (coinbase, *chosen)
