@@ -372,3 +372,24 @@ def test_undo_restores_spent_outputs(chain):
     chain.undo_last()
     assert chain.view.snapshot() == before
     assert chain.muhash.digest() == digest_before
+
+
+def test_blocks_validate_with_the_pluggy_default_rules():
+    """The ledger runs unchanged on the default rules plugin through the pluggy adapter."""
+    import timecoin_rules_default
+    from timecoin.rules.manager import PluggyRules, build_plugin_manager
+
+    pm = build_plugin_manager(load_entrypoints=False, plugins=[timecoin_rules_default])
+    chain = Chain(make_set([1, 10, 100]), [(1, 50 * TIME)], rules=PluggyRules(pm))
+    a = spend([(chain.genesis_outpoint(0), key(1))], [(50 * TIME - FEE, pkh(3))])
+    chain.add([a])
+    r2 = chain.add()
+    assert len(r2.signers) == 3
+    # Same coinbase as the pure default implementation.
+    pure = DefaultLedgerRules()
+    vs = chain.sets[2]
+    for total in (1, BLOCK_REWARD_UNITS, BLOCK_REWARD_UNITS + FEE):
+        for proposer in vs.validators:
+            assert pure.reward_split(2, total, proposer, vs.validators, PARAMS) == PluggyRules(
+                pm
+            ).reward_split(2, total, proposer, vs.validators, PARAMS)

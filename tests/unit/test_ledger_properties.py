@@ -28,6 +28,7 @@ from timecoin.core.block import validate_block
 from timecoin.core.commit import verify_commit, verify_duplicate_vote_evidence
 from timecoin.core.errors import BlockTransactionInvalid, Reason, TimecoinError
 from timecoin.core.muhash import MuHash3072, coin_element
+from timecoin.core.rules import split_by_power
 from timecoin.core.tx import validate_coinbase, validate_transaction
 from timecoin.core.types import (
     BLOCK_REWARD_UNITS,
@@ -335,3 +336,24 @@ def test_fuzz_block_validation(header_changes, commit, evidence, extra_txs, keep
         validate_block(block, chain.context(), chain.view, chain.rules, chain.muhash)
     except TimecoinError:
         pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(0, 10**12),
+    st.lists(st.sampled_from([1, 10, 100]), min_size=1, max_size=6),
+    st.integers(0, 5),
+    st.integers(0, 6),
+)
+def test_reward_split_pays_exactly_the_total(total, powers, proposer_idx, n_signers):
+    vs = make_set(powers)
+    proposer = vs.validators[proposer_idx % len(vs)]
+    signers = list(vs.validators[:n_signers])
+    outs = split_by_power(
+        total, proposer, signers, proposer_share_percent=20, dust_limit_units=1_000
+    )
+    assert sum(a for _, a in outs) == total
+    assert all(a > 0 for _, a in outs)
+    assert [p for p, _ in outs] == sorted({p for p, _ in outs})
+    if total and not signers:
+        assert outs == [(proposer.address, total)]
