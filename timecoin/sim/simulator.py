@@ -344,38 +344,51 @@ class _Sim:
         )
 
     def _gossip(self, node: _Node) -> None:
-        """Re-send what a peer may have missed (CometBFT's gossip routines, simplified)."""
+        """Re-send what a peer may have missed (CometBFT's gossip routines, simplified).
+
+        Peers announce their height and round (CometBFT's NewRoundStep), modelled
+        by reading the peer's engine state. A node sends each peer: the commit of
+        the peer's height if the peer is behind; else its own votes of its current
+        round and of the peer's round, every vote it holds for the peer's round if
+        the peer is in an earlier round (so a lagging node can complete that round
+        and time out of it), the current proposal and its POL round's prevotes.
+        """
         if not node.honest:
             return
         e = node.engine
         h, r = e.state.height, e.state.round
-        own = [
-            e.votes.get(t, rr, node.key.address_payload)
-            for rr in range(max(0, r - 1), r + 1)
-            for t in (VoteType.PREVOTE, VoteType.PRECOMMIT)
-        ]
+        me = node.key.address_payload
+        types = (VoteType.PREVOTE, VoteType.PRECOMMIT)
         prop = e.proposals.get(r)
+        pol: list[Vote] = []
         if prop is not None and prop.pol_round >= 0:
-            # Relay the proof of lock a re-proposal refers to (CometBFT sends a
-            # peer the prevotes of its proposal's POL round): without it, nodes
+            # Relay the proof of lock a re-proposal refers to: without it, nodes
             # that missed that round could never accept the re-proposal (L28).
-            own.extend(
+            pol = [
                 v
                 for v in e.votes.votes(VoteType.PREVOTE, prop.pol_round)
                 if v.block_hash == prop.block_hash
-            )
+            ]
         for peer in self.nodes:
             if peer is node:
                 continue
-            ph = peer.engine.state.height  # peers announce their height (NewRoundStep)
+            ph, pr = peer.engine.state.height, peer.engine.state.round
             if ph < h and ph in node.commits:
                 self.net.send(node.index, peer.index, CommitReceived(node.commits[ph]))
-            elif ph == h:
-                for v in own:
-                    if v is not None:
-                        self.net.send(node.index, peer.index, VoteReceived(v))
-                if prop is not None:
-                    self.net.send(node.index, peer.index, ProposalReceived(prop))
+                continue
+            if ph != h:
+                continue
+            out: list[Vote | None] = [
+                e.votes.get(t, rr, me) for rr in sorted({r, pr}) for t in types
+            ]
+            if pr < r:
+                out.extend(v for t in types for v in e.votes.votes(t, pr))
+            out.extend(pol)
+            for v in out:
+                if v is not None:
+                    self.net.send(node.index, peer.index, VoteReceived(v))
+            if prop is not None:
+                self.net.send(node.index, peer.index, ProposalReceived(prop))
 
     def _feed(self, node: _Node, first: Event) -> None:
         pending: list[Event] = [first]
