@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from timecoin._proto.types.v1 import types_pb2 as timecoin_dot_types_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19timecoin/p2p/v1/p2p.proto\x12\x0ftimecoin.p2p.v1\x1a\x1dtimecoin/types/v1/types.proto\".\n\rPluginVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\xeb\x01\n\x05Hello\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\t\x12\x14\n\x0cgenesis_hash\x18\x02 \x01(\x0c\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\x12\x19\n\x11rules_fingerprint\x18\x04 \x01(\x0c\x12\x35\n\rrules_plugins\x18\x05 \x03(\x0b\x32\x1e.timecoin.p2p.v1.PluginVersion\x12\x13\n\x0bnode_pubkey\x18\x06 \x01(\x0c\x12\x16\n\x0elisten_address\x18\x07 \x01(\t\x12\x11\n\tchallenge\x18\x08 \x01(\x0c\x12\x0e\n\x06height\x18\t \x01(\x04\"\x1d\n\x08HelloAck\x12\x11\n\tsignature\x18\x01 \x01(\x0c\"\x15\n\x04Ping\x12\r\n\x05nonce\x18\x01 \x01(\x04\"\x15\n\x04Pong\x12\r\n\x05nonce\x18\x01 \x01(\x04\"E\n\x0bPeerAddress\x12\x0f\n\x07node_id\x18\x01 \x01(\x0c\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x14\n\x0clast_seen_ms\x18\x03 \x01(\x04\"\x0c\n\nPexRequest\"?\n\x0cPexAddresses\x12/\n\taddresses\x18\x01 \x03(\x0b\x32\x1c.timecoin.p2p.v1.PeerAddress\"I\n\x11TransactionGossip\x12\x34\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x1e.timecoin.types.v1.Transaction\"H\n\nDisconnect\x12)\n\x06reason\x18\x01 \x01(\x0e\x32\x19.timecoin.types.v1.Reason\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xfa\x03\n\rGossipMessage\x12\'\n\x05hello\x18\x01 \x01(\x0b\x32\x16.timecoin.p2p.v1.HelloH\x00\x12.\n\thello_ack\x18\x02 \x01(\x0b\x32\x19.timecoin.p2p.v1.HelloAckH\x00\x12%\n\x04ping\x18\x03 \x01(\x0b\x32\x15.timecoin.p2p.v1.PingH\x00\x12%\n\x04pong\x18\x04 \x01(\x0b\x32\x15.timecoin.p2p.v1.PongH\x00\x12\x32\n\x0bpex_request\x18\x05 \x01(\x0b\x32\x1b.timecoin.p2p.v1.PexRequestH\x00\x12\x36\n\rpex_addresses\x18\x06 \x01(\x0b\x32\x1d.timecoin.p2p.v1.PexAddressesH\x00\x12:\n\x0ctransactions\x18\x07 \x01(\x0b\x32\".timecoin.p2p.v1.TransactionGossipH\x00\x12/\n\x08\x65vidence\x18\x08 \x01(\x0b\x32\x1b.timecoin.types.v1.EvidenceH\x00\x12\x31\n\ndisconnect\x18\t \x01(\x0b\x32\x1b.timecoin.p2p.v1.DisconnectH\x00\x12.\n\x05trace\x18\x0f \x01(\x0b\x32\x1f.timecoin.types.v1.TraceContextB\x06\n\x04kind\"@\n\rGossipRequest\x12/\n\x07message\x18\x01 \x01(\x0b\x32\x1e.timecoin.p2p.v1.GossipMessage\"A\n\x0eGossipResponse\x12/\n\x07message\x18\x01 \x01(\x0b\x32\x1e.timecoin.p2p.v1.GossipMessage\"6\n\x10GetBlocksRequest\x12\x13\n\x0b\x66rom_height\x18\x01 \x01(\x04\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"g\n\x11GetBlocksResponse\x12\'\n\x05\x62lock\x18\x01 \x01(\x0b\x32\x18.timecoin.types.v1.Block\x12)\n\x06\x63ommit\x18\x02 \x01(\x0b\x32\x19.timecoin.types.v1.Commit\"\x16\n\x14GetPeerStatusRequest\"N\n\x15GetPeerStatusResponse\x12\x0e\n\x06height\x18\x01 \x01(\x04\x12\x10\n\x08tip_hash\x18\x02 \x01(\x0c\x12\x13\n\x0b\x62\x61se_height\x18\x03 \x01(\x04\x32\x91\x02\n\nP2PService\x12M\n\x06Gossip\x12\x1e.timecoin.p2p.v1.GossipRequest\x1a\x1f.timecoin.p2p.v1.GossipResponse(\x01\x30\x01\x12T\n\tGetBlocks\x12!.timecoin.p2p.v1.GetBlocksRequest\x1a\".timecoin.p2p.v1.GetBlocksResponse0\x01\x12^\n\rGetPeerStatus\x12%.timecoin.p2p.v1.GetPeerStatusRequest\x1a&.timecoin.p2p.v1.GetPeerStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19timecoin/p2p/v1/p2p.proto\x12\x0ftimecoin.p2p.v1\x1a\x1dtimecoin/types/v1/types.proto\".\n\rPluginVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\xeb\x01\n\x05Hello\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\t\x12\x14\n\x0cgenesis_hash\x18\x02 \x01(\x0c\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\x12\x19\n\x11rules_fingerprint\x18\x04 \x01(\x0c\x12\x35\n\rrules_plugins\x18\x05 \x03(\x0b\x32\x1e.timecoin.p2p.v1.PluginVersion\x12\x13\n\x0bnode_pubkey\x18\x06 \x01(\x0c\x12\x16\n\x0elisten_address\x18\x07 \x01(\t\x12\x11\n\tchallenge\x18\x08 \x01(\x0c\x12\x0e\n\x06height\x18\t \x01(\x04\"4\n\x08HelloAck\x12\x11\n\tsignature\x18\x01 \x01(\x0c\x12\x15\n\rsession_token\x18\x02 \x01(\x0c\"%\n\x04Ping\x12\r\n\x05nonce\x18\x01 \x01(\x04\x12\x0e\n\x06height\x18\x02 \x01(\x04\"%\n\x04Pong\x12\r\n\x05nonce\x18\x01 \x01(\x04\x12\x0e\n\x06height\x18\x02 \x01(\x04\"E\n\x0bPeerAddress\x12\x0f\n\x07node_id\x18\x01 \x01(\x0c\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x14\n\x0clast_seen_ms\x18\x03 \x01(\x04\"\x0c\n\nPexRequest\"?\n\x0cPexAddresses\x12/\n\taddresses\x18\x01 \x03(\x0b\x32\x1c.timecoin.p2p.v1.PeerAddress\"I\n\x11TransactionGossip\x12\x34\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x1e.timecoin.types.v1.Transaction\"H\n\nDisconnect\x12)\n\x06reason\x18\x01 \x01(\x0e\x32\x19.timecoin.types.v1.Reason\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xfa\x03\n\rGossipMessage\x12\'\n\x05hello\x18\x01 \x01(\x0b\x32\x16.timecoin.p2p.v1.HelloH\x00\x12.\n\thello_ack\x18\x02 \x01(\x0b\x32\x19.timecoin.p2p.v1.HelloAckH\x00\x12%\n\x04ping\x18\x03 \x01(\x0b\x32\x15.timecoin.p2p.v1.PingH\x00\x12%\n\x04pong\x18\x04 \x01(\x0b\x32\x15.timecoin.p2p.v1.PongH\x00\x12\x32\n\x0bpex_request\x18\x05 \x01(\x0b\x32\x1b.timecoin.p2p.v1.PexRequestH\x00\x12\x36\n\rpex_addresses\x18\x06 \x01(\x0b\x32\x1d.timecoin.p2p.v1.PexAddressesH\x00\x12:\n\x0ctransactions\x18\x07 \x01(\x0b\x32\".timecoin.p2p.v1.TransactionGossipH\x00\x12/\n\x08\x65vidence\x18\x08 \x01(\x0b\x32\x1b.timecoin.types.v1.EvidenceH\x00\x12\x31\n\ndisconnect\x18\t \x01(\x0b\x32\x1b.timecoin.p2p.v1.DisconnectH\x00\x12.\n\x05trace\x18\x0f \x01(\x0b\x32\x1f.timecoin.types.v1.TraceContextB\x06\n\x04kind\"@\n\rGossipRequest\x12/\n\x07message\x18\x01 \x01(\x0b\x32\x1e.timecoin.p2p.v1.GossipMessage\"A\n\x0eGossipResponse\x12/\n\x07message\x18\x01 \x01(\x0b\x32\x1e.timecoin.p2p.v1.GossipMessage\"6\n\x10GetBlocksRequest\x12\x13\n\x0b\x66rom_height\x18\x01 \x01(\x04\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"g\n\x11GetBlocksResponse\x12\'\n\x05\x62lock\x18\x01 \x01(\x0b\x32\x18.timecoin.types.v1.Block\x12)\n\x06\x63ommit\x18\x02 \x01(\x0b\x32\x19.timecoin.types.v1.Commit\"\x16\n\x14GetPeerStatusRequest\"N\n\x15GetPeerStatusResponse\x12\x0e\n\x06height\x18\x01 \x01(\x04\x12\x10\n\x08tip_hash\x18\x02 \x01(\x0c\x12\x13\n\x0b\x62\x61se_height\x18\x03 \x01(\x04\x32\x91\x02\n\nP2PService\x12M\n\x06Gossip\x12\x1e.timecoin.p2p.v1.GossipRequest\x1a\x1f.timecoin.p2p.v1.GossipResponse(\x01\x30\x01\x12T\n\tGetBlocks\x12!.timecoin.p2p.v1.GetBlocksRequest\x1a\".timecoin.p2p.v1.GetBlocksResponse0\x01\x12^\n\rGetPeerStatus\x12%.timecoin.p2p.v1.GetPeerStatusRequest\x1a&.timecoin.p2p.v1.GetPeerStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,35 +38,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HELLO']._serialized_start=126
   _globals['_HELLO']._serialized_end=361
   _globals['_HELLOACK']._serialized_start=363
-  _globals['_HELLOACK']._serialized_end=392
-  _globals['_PING']._serialized_start=394
-  _globals['_PING']._serialized_end=415
-  _globals['_PONG']._serialized_start=417
-  _globals['_PONG']._serialized_end=438
-  _globals['_PEERADDRESS']._serialized_start=440
-  _globals['_PEERADDRESS']._serialized_end=509
-  _globals['_PEXREQUEST']._serialized_start=511
-  _globals['_PEXREQUEST']._serialized_end=523
-  _globals['_PEXADDRESSES']._serialized_start=525
-  _globals['_PEXADDRESSES']._serialized_end=588
-  _globals['_TRANSACTIONGOSSIP']._serialized_start=590
-  _globals['_TRANSACTIONGOSSIP']._serialized_end=663
-  _globals['_DISCONNECT']._serialized_start=665
-  _globals['_DISCONNECT']._serialized_end=737
-  _globals['_GOSSIPMESSAGE']._serialized_start=740
-  _globals['_GOSSIPMESSAGE']._serialized_end=1246
-  _globals['_GOSSIPREQUEST']._serialized_start=1248
-  _globals['_GOSSIPREQUEST']._serialized_end=1312
-  _globals['_GOSSIPRESPONSE']._serialized_start=1314
-  _globals['_GOSSIPRESPONSE']._serialized_end=1379
-  _globals['_GETBLOCKSREQUEST']._serialized_start=1381
-  _globals['_GETBLOCKSREQUEST']._serialized_end=1435
-  _globals['_GETBLOCKSRESPONSE']._serialized_start=1437
-  _globals['_GETBLOCKSRESPONSE']._serialized_end=1540
-  _globals['_GETPEERSTATUSREQUEST']._serialized_start=1542
-  _globals['_GETPEERSTATUSREQUEST']._serialized_end=1564
-  _globals['_GETPEERSTATUSRESPONSE']._serialized_start=1566
-  _globals['_GETPEERSTATUSRESPONSE']._serialized_end=1644
-  _globals['_P2PSERVICE']._serialized_start=1647
-  _globals['_P2PSERVICE']._serialized_end=1920
+  _globals['_HELLOACK']._serialized_end=415
+  _globals['_PING']._serialized_start=417
+  _globals['_PING']._serialized_end=454
+  _globals['_PONG']._serialized_start=456
+  _globals['_PONG']._serialized_end=493
+  _globals['_PEERADDRESS']._serialized_start=495
+  _globals['_PEERADDRESS']._serialized_end=564
+  _globals['_PEXREQUEST']._serialized_start=566
+  _globals['_PEXREQUEST']._serialized_end=578
+  _globals['_PEXADDRESSES']._serialized_start=580
+  _globals['_PEXADDRESSES']._serialized_end=643
+  _globals['_TRANSACTIONGOSSIP']._serialized_start=645
+  _globals['_TRANSACTIONGOSSIP']._serialized_end=718
+  _globals['_DISCONNECT']._serialized_start=720
+  _globals['_DISCONNECT']._serialized_end=792
+  _globals['_GOSSIPMESSAGE']._serialized_start=795
+  _globals['_GOSSIPMESSAGE']._serialized_end=1301
+  _globals['_GOSSIPREQUEST']._serialized_start=1303
+  _globals['_GOSSIPREQUEST']._serialized_end=1367
+  _globals['_GOSSIPRESPONSE']._serialized_start=1369
+  _globals['_GOSSIPRESPONSE']._serialized_end=1434
+  _globals['_GETBLOCKSREQUEST']._serialized_start=1436
+  _globals['_GETBLOCKSREQUEST']._serialized_end=1490
+  _globals['_GETBLOCKSRESPONSE']._serialized_start=1492
+  _globals['_GETBLOCKSRESPONSE']._serialized_end=1595
+  _globals['_GETPEERSTATUSREQUEST']._serialized_start=1597
+  _globals['_GETPEERSTATUSREQUEST']._serialized_end=1619
+  _globals['_GETPEERSTATUSRESPONSE']._serialized_start=1621
+  _globals['_GETPEERSTATUSRESPONSE']._serialized_end=1699
+  _globals['_P2PSERVICE']._serialized_start=1702
+  _globals['_P2PSERVICE']._serialized_end=1975
 # @@protoc_insertion_point(module_scope)

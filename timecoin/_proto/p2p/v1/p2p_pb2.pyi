@@ -39,22 +39,28 @@ class Hello(_message.Message):
     def __init__(self, chain_id: _Optional[str] = ..., genesis_hash: _Optional[bytes] = ..., protocol_version: _Optional[int] = ..., rules_fingerprint: _Optional[bytes] = ..., rules_plugins: _Optional[_Iterable[_Union[PluginVersion, _Mapping]]] = ..., node_pubkey: _Optional[bytes] = ..., listen_address: _Optional[str] = ..., challenge: _Optional[bytes] = ..., height: _Optional[int] = ...) -> None: ...
 
 class HelloAck(_message.Message):
-    __slots__ = ("signature",)
+    __slots__ = ("signature", "session_token")
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
     signature: bytes
-    def __init__(self, signature: _Optional[bytes] = ...) -> None: ...
+    session_token: bytes
+    def __init__(self, signature: _Optional[bytes] = ..., session_token: _Optional[bytes] = ...) -> None: ...
 
 class Ping(_message.Message):
-    __slots__ = ("nonce",)
+    __slots__ = ("nonce", "height")
     NONCE_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
     nonce: int
-    def __init__(self, nonce: _Optional[int] = ...) -> None: ...
+    height: int
+    def __init__(self, nonce: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
 class Pong(_message.Message):
-    __slots__ = ("nonce",)
+    __slots__ = ("nonce", "height")
     NONCE_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
     nonce: int
-    def __init__(self, nonce: _Optional[int] = ...) -> None: ...
+    height: int
+    def __init__(self, nonce: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
 class PeerAddress(_message.Message):
     __slots__ = ("node_id", "address", "last_seen_ms")
