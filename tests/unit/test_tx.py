@@ -444,3 +444,11 @@ def test_coinbase_with_inputs_or_signatures_rejected(funded):
     normal = spend([(ops[0], key(1))], [(TIME, pkh(1))])
     with pytest.raises(err.BadCoinbase):
         validate_coinbase(normal, 0, expected, 100 * TIME, PARAMS)
+
+
+@pytest.mark.parametrize("index", [-1, 2**32])
+def test_outpoint_index_range(funded, index):
+    view, ops = funded
+    tx = spend([(OutPoint(ops[0].txid, index), key(1))], [(TIME, pkh(3))])
+    with pytest.raises(err.InvalidTransaction):
+        validate_transaction_stateless(tx, PARAMS)

@@ -63,6 +63,8 @@ from timecoin.core.types import (
 )
 from timecoin.core.utxo import UtxoView
 
+_MAX_U32 = 0xFFFFFFFF
+
 
 def effective_size(tx: Transaction) -> int:
     """Return the size the fee and size rules use: ``tx.size``, never less than the bytes carried.
@@ -155,7 +157,9 @@ def validate_transaction_stateless(tx: Transaction, params: ChainParams) -> None
         if txin.prev_out in seen:
             raise DuplicateInput(f"input {i} spends {txin.prev_out} twice", index=i)
         seen.add(txin.prev_out)
-        if len(txin.prev_out.txid) != HASH_LEN or not _is_amount(txin.prev_out.index):
+        op = txin.prev_out
+        if len(op.txid) != HASH_LEN or not _is_amount(op.index) or not 0 <= op.index <= _MAX_U32:
+            # Range-checked here so no UTXO store ever has to encode an impossible key.
             raise InvalidTransaction(f"input {i} has a malformed outpoint", index=i)
         if len(txin.pubkey) != PUBKEY_LEN:
             raise BadPubkey(f"input {i} pubkey must be 33 bytes", index=i)
