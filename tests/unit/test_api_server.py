@@ -344,3 +344,33 @@ async def test_extra_interceptors_see_every_call(tmp_path) -> None:
     finally:
         await server.stop(0)
     assert seen == [STATUS, SUBMIT]
+
+
+class _FakeRpcError(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str, trailers=()) -> None:  # type: ignore[no-untyped-def]
+        self._code, self._details, self._trailers = code, details, trailers
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def trailing_metadata(self):  # type: ignore[no-untyped-def]
+        return self._trailers
+
+
+def test_statuses_without_reason_metadata_get_a_reason() -> None:
+    big = _FakeRpcError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "Received message larger than max (5 vs. 4)"
+    )
+    assert error_from_rpc(big).reason == Reason.OVERSIZED
+    busy = _FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!")
+    assert error_from_rpc(busy).reason == Reason.RATE_LIMITED
+    assert error_from_rpc(_FakeRpcError(grpc.StatusCode.UNKNOWN, "x")).reason == Reason.INTERNAL
+    # A reason name alone (e.g. from a proxy that dropped binary trailers) is enough.
+    named = _FakeRpcError(
+        grpc.StatusCode.FAILED_PRECONDITION, "spent", (("timecoin-reason", "DOUBLE_SPEND"),)
+    )
+    err = error_from_rpc(named)
+    assert err.reason == Reason.DOUBLE_SPEND and type(err).__name__ == "DoubleSpend"

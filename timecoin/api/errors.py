@@ -339,4 +339,7 @@ def error_from_rpc(exc: grpc.aio.AioRpcError | grpc.RpcError) -> TimecoinError:
         if key == REASON_METADATA_KEY and isinstance(value, str) and value in Reason.__members__:
             return make_error(Reason[value], details)
     reason = _FALLBACK_REASON.get(code, Reason.INTERNAL)
+    if code == _C.RESOURCE_EXHAUSTED and "larger than max" not in details:
+        # gRPC's other RESOURCE_EXHAUSTED is its concurrent-call limit.
+        reason = Reason.RATE_LIMITED
     return make_error(reason, f"{code.name}: {details}" if details else code.name)
