@@ -45,6 +45,7 @@ from timecoin.consensus.engine import (
     ProposeValue,
     RequestValidation,
     RequestValue,
+    RoundState,
     ScheduleTimeout,
     Step,
     TimeoutFired,
@@ -249,6 +250,8 @@ class _Sim:
         self.index_of = {k.address_payload: i for i, k in enumerate(keys)}
         # The simulated application: value -> (height, valid).
         self.values: dict[bytes, tuple[int, bool]] = {}
+        self.proposed: set[bytes] = set()
+        """Values some proposer (honest or not) signed a proposal for."""
         # Every prevote anyone signed: (height, round, value) -> signers (lock invariant).
         self.prevotes: dict[tuple[int, int, bytes], dict[bytes, int]] = {}
         # What honest validators signed: (address, height, round, step) -> value.
@@ -410,16 +413,17 @@ class _Sim:
             if node.honest:
                 self._check_lock(node, before)
 
-    def _check_lock(self, node: _Node, before: object) -> None:
+    def _check_lock(self, node: _Node, b: RoundState) -> None:
         s = node.engine.state
-        b = before
-        assert hasattr(b, "locked_round")
-        if s.height != b.height:  # type: ignore[attr-defined]
+        if s.height != b.height:
             return
-        if s.locked_round < b.locked_round:  # type: ignore[attr-defined]
-            self._violation(f"node {node.index} unlocked round {b.locked_round}->{s.locked_round}")  # type: ignore[attr-defined]
-        if s.locked_round != b.locked_round or s.locked_value != b.locked_value:  # type: ignore[attr-defined]
-            assert s.locked_value is not None
+        if s.locked_round < b.locked_round:
+            self._violation(f"node {node.index} unlocked round {b.locked_round}->{s.locked_round}")
+        if s.locked_round != b.locked_round or s.locked_value != b.locked_value:
+            # L36 is the only place a lock changes: 2f+1 signed prevotes for it.
+            if s.locked_value is None:
+                self._violation(f"node {node.index} dropped its lock within height {s.height}")
+                return
             signers = self.prevotes.get((s.height, s.locked_round, s.locked_value), {})
             if not is_two_thirds(sum(signers.values()), self.total):
                 self._violation(
@@ -480,6 +484,7 @@ class _Sim:
             self._broadcast(node.index, VoteReceived(vote))
 
     def _on_own_proposal(self, node: _Node, proposal: Proposal) -> None:
+        self.proposed.add(proposal.block_hash)
         if node.honest:
             key = (proposal.proposer_address, proposal.height, proposal.round, 0)
             prev = self.signed.setdefault(key, proposal.block_hash)
@@ -488,6 +493,7 @@ class _Sim:
         if node.behaviour == "equivocate":
             twin_value = self._new_value(proposal.height, proposal.round, node.index)
             twin = dataclasses.replace(proposal, block_hash=twin_value, pol_round=-1)
+            self.proposed.add(twin_value)
             twin = dataclasses.replace(
                 twin, signature=node.key.sign(proposal_sign_digest(self.config.chain_id, twin))
             )
@@ -508,6 +514,8 @@ class _Sim:
             return
         if not self._is_valid(height, value):
             self._violation(f"node {node.index} decided invalid value at height {height}")
+        if value not in self.proposed:
+            self._violation(f"node {node.index} decided a value nobody proposed at {height}")
         for other in self.nodes:
             if other.honest and other is not node and height in other.decided:
                 if other.decided[height][1] != value:
