@@ -20,7 +20,7 @@ from timecoin._proto.wallet.v1 import wallet_pb2
 from timecoin.api.auth import SubmitRateLimiter, read_cookie
 from timecoin.api.client import ApiClient, NodeUnavailable
 from timecoin.api.errors import REASON_STATUS, error_from_rpc, status_code_for
-from timecoin.api.server import MAX_MESSAGE_BYTES, ApiServer, ApiSettings
+from timecoin.api.server import MAX_REQUEST_BYTES, ApiServer, ApiSettings
 from timecoin.core.errors import (
     ConfigError,
     DecodeError,
@@ -153,7 +153,7 @@ async def test_oversized_requests_are_refused(tmp_path) -> None:
             await _raw(r.client.channel, SUBMIT)(big, metadata=md)
         assert isinstance(error_from_rpc(e.value), Oversized)
         # Above gRPC's own receive limit: refused before any of our code runs.
-        huge = b"\x0a" + b"\x80\x80\x81\x02" + b"\x00" * (MAX_MESSAGE_BYTES + 10)
+        huge = b"\x0a" + b"\x80\x80\x81\x02" + b"\x00" * (MAX_REQUEST_BYTES + 10)
         with pytest.raises(grpc.aio.AioRpcError) as e:
             await _raw(r.client.channel, STATUS)(huge)
         assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -40,7 +40,7 @@ MAX_UNSPENT_LIMIT = 1_000
 class SubscriptionLimits:
     """Bounds on streaming subscriptions."""
 
-    max_subscribers: int = 256
+    max_subscribers: int = 128
     """Concurrent SubscribeBlocks + SubscribeTransaction streams; more get RATE_LIMITED."""
     max_queue: int = 64
     """Blocks a subscriber may have undelivered before it is dropped."""

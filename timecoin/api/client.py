@@ -20,7 +20,7 @@ from timecoin._proto.types.v1 import types_pb2
 from timecoin._proto.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from timecoin.api.auth import bearer_metadata, read_cookie
 from timecoin.api.errors import error_from_rpc, rejection_from_pb
-from timecoin.api.server import MAX_MESSAGE_BYTES
+from timecoin.api.server import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
 from timecoin.core.errors import Reason, TimecoinError
 from timecoin.core.types import OutPoint, Transaction
 from timecoin.wire.codec import outpoint_to_pb, transaction_to_pb
@@ -59,8 +59,8 @@ class ApiClient:
         self.token = token
         self.timeout_s = timeout_s
         options = [
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),
+            ("grpc.max_send_message_length", MAX_REQUEST_BYTES),
             # One ApiClient, one connection: the node limits submissions per
             # connection, and gRPC would otherwise share one between clients.
             ("grpc.use_local_subchannel_pool", 1),

@@ -2,9 +2,12 @@
 
 ``ApiServer`` builds one ``grpc.aio.server`` with:
 
-- message size limits (``MAX_MESSAGE_BYTES``: a full block plus margin) so no
-  request can make the node buffer more than that; per-method request bounds
-  below it (``request_limit``) give a typed OVERSIZED rejection;
+- message size limits: requests at most ``MAX_REQUEST_BYTES`` (1 MiB: a batch
+  of 1,000 ordinary transactions fits four times), responses at most
+  ``MAX_RESPONSE_BYTES`` (a full block plus margin); per-method request bounds
+  below them (``request_limits``) give a typed OVERSIZED rejection. With at
+  most ``MAX_CONCURRENT_RPCS`` calls open, requests buffered by gRPC are
+  bounded by 512 x 1 MiB whatever clients send;
 - a cap on concurrent streams per connection and on concurrent RPCs, and
   keepalive so dead clients are noticed;
 - strict request decoding: a request that does not parse, or that carries
@@ -43,13 +46,17 @@ from timecoin.wire.limits import Limits
 
 log = logging.getLogger("timecoin.api")
 
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024 + 64 * 1024
-"""gRPC's hard bound on one message either way: a 4 MiB block or batch plus envelope."""
+MAX_REQUEST_BYTES = 1024 * 1024 + 64 * 1024
+"""gRPC's hard bound on one received message (gRPC buffers it whole before any check)."""
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024 + 64 * 1024
+"""Bound on one sent message: the largest block (``max_block_bytes``) plus envelope."""
+MAX_MESSAGE_BYTES = MAX_RESPONSE_BYTES
+"""The larger of the two (what a client allows itself to receive)."""
 DEFAULT_REQUEST_BYTES = 64 * 1024
 """Bound on request messages that carry no transactions (queries, build requests)."""
 MAX_CONCURRENT_STREAMS = 100
 """HTTP/2 streams (calls) open at once on one connection."""
-MAX_CONCURRENT_RPCS = 2_000
+MAX_CONCURRENT_RPCS = 512
 """Calls open at once on the whole listener; more are refused with RESOURCE_EXHAUSTED."""
 
 SERVICE_NAMES = (
@@ -193,7 +200,7 @@ def request_limits(limits: Limits) -> dict[str, int]:
     """Per-method request bounds: transactions may be as big as the chain allows."""
     return {
         "/timecoin.wallet.v1.WalletService/SubmitTransaction": limits.max_tx_bytes + 1024,
-        "/timecoin.wallet.v1.WalletService/SubmitTransactionStream": MAX_MESSAGE_BYTES,
+        "/timecoin.wallet.v1.WalletService/SubmitTransactionStream": MAX_REQUEST_BYTES,
     }
 
 
@@ -238,8 +245,8 @@ class ApiServer:
                 StrictRequestInterceptor(request_limits(Limits.from_params(backend.params))),
             ],
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+                ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
                 ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
                 ("grpc.keepalive_time_ms", 60_000),
                 ("grpc.keepalive_timeout_ms", 20_000),
