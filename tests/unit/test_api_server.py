@@ -374,3 +374,23 @@ def test_statuses_without_reason_metadata_get_a_reason() -> None:
     )
     err = error_from_rpc(named)
     assert err.reason == Reason.DOUBLE_SPEND and type(err).__name__ == "DoubleSpend"
+
+
+async def test_bad_message_in_a_submit_stream_ends_it_typed(tmp_path) -> None:
+    async with running(tmp_path) as r:
+        md = (("authorization", "Bearer " + r.server.cookie.token),)
+        call = r.client.channel.stream_stream(
+            "/timecoin.wallet.v1.WalletService/SubmitTransactionStream"
+        )
+
+        async def requests():  # type: ignore[no-untyped-def]
+            yield wallet_pb2.SubmitTransactionStreamRequest().SerializeToString()
+            yield b"\x0a\x05\xff"  # a truncated Transaction
+
+        responses = call(requests(), metadata=md)
+        first = wallet_pb2.SubmitTransactionStreamResponse.FromString(await responses.read())
+        assert list(first.results) == []
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await responses.read()
+        assert error_from_rpc(e.value).reason == Reason.MALFORMED
+        assert (await r.client.status()).chain_id
