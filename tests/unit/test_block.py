@@ -10,6 +10,7 @@ from ledger_helpers import (
     TIME,
     Chain,
     coinbase_tx,
+    encode_header,
     key,
     make_commit,
     make_set,
@@ -21,11 +22,13 @@ from ledger_helpers import (
 )
 
 from timecoin.core import errors as err
+from timecoin.core.block import build_block_template
 from timecoin.core.commit import make_duplicate_vote_evidence
+from timecoin.core.hashing import sha256
 from timecoin.core.merkle import merkle_root
 from timecoin.core.muhash import MuHash3072, coin_element
 from timecoin.core.rules import DefaultLedgerRules
-from timecoin.core.types import BLOCK_REWARD_UNITS, OutPoint
+from timecoin.core.types import BLOCK_REWARD_UNITS, Block, BlockHeader, OutPoint
 
 FEE = 10_000
 R = err.Reason
@@ -393,3 +396,84 @@ def test_blocks_validate_with_the_pluggy_default_rules():
             assert pure.reward_split(2, total, proposer, vs.validators, PARAMS) == PluggyRules(
                 pm
             ).reward_split(2, total, proposer, vs.validators, PARAMS)
+
+
+def _block_from_template(chain, t, proposer, last_commit):
+    header = BlockHeader(
+        version=PARAMS.block_version,
+        chain_id=PARAMS.chain_id,
+        height=chain.height + 1,
+        time_ms=chain.prev_time_ms + 1_000,
+        prev_block_hash=chain.prev_hash,
+        tx_root=t.tx_root,
+        last_commit_hash=t.last_commit_hash,
+        validators_hash=t.validators_hash,
+        next_validators_hash=t.next_validators_hash,
+        utxo_commitment=t.utxo_commitment,
+        proposer_address=proposer.address,
+        evidence_hash=t.evidence_hash,
+    )
+    hb = encode_header(header)
+    return Block(hb, header, t.txs, last_commit, (), sha256(hb), 0)
+
+
+def test_block_template_builds_a_valid_block(chain):
+    chain.add()
+    proposer = chain.sets[2].validators[1]
+    parent = spend([(chain.genesis_outpoint(0), key(1))], [(50 * TIME - FEE, pkh(3))])
+    child = spend([(_op(parent, 0), key(3))], [(50 * TIME - 2 * FEE, pkh(4))])
+    orphan_first = spend([(_op(child, 0), key(4))], [(TIME, pkh(5))])  # parent comes later
+    conflict = spend([(chain.genesis_outpoint(0), key(1))], [(49 * TIME, pkh(5))])
+    forged = spend(
+        [(chain.genesis_outpoint(1), key(2))],
+        [(20 * TIME - FEE, pkh(5))],
+        signatures=[b"\x01" * 64],
+    )
+    stray_cb = coinbase_tx(2, [(pkh(1), TIME)])
+    t = build_block_template(
+        [orphan_first, parent, child, conflict, forged, stray_cb],
+        chain.context(),
+        chain.view,
+        chain.rules,
+        chain.muhash,
+        proposer=proposer,
+        last_commit=chain.last_commit,
+        make_coinbase=lambda h, outs: coinbase_tx(h, outs),
+        signatures_checked=False,
+    )
+    assert t.txs[1:] == (parent, child)
+    assert t.fees == 2 * FEE
+    assert [tx for tx, _ in t.rejected] == [orphan_first, conflict, forged, stray_cb]
+    assert [e.reason for _, e in t.rejected] == [
+        R.MISSING_INPUT,
+        R.DOUBLE_SPEND,
+        R.BAD_SIGNATURE,
+        R.BAD_COINBASE,
+    ]
+    block = _block_from_template(chain, t, proposer, chain.last_commit)
+    result = chain.validate(block, expected_proposer=proposer.address)
+    assert result.changes == t.changes and result.utxo_commitment == t.utxo_commitment
+    assert result.reward == t.reward == BLOCK_REWARD_UNITS + 2 * FEE
+
+
+def test_block_template_respects_limits(chain):
+    txs = [
+        spend([(chain.genesis_outpoint(i), key(k))], [(amt - FEE, pkh(3))])
+        for i, (k, amt) in enumerate([(1, 50 * TIME), (2, 20 * TIME), (1, 5 * TIME)])
+    ]
+    proposer = chain.sets[1].validators[0]
+    kw = dict(proposer=proposer, last_commit=None, make_coinbase=coinbase_tx)
+    t = build_block_template(
+        txs,
+        chain.context(params=replace(PARAMS, max_block_txs=3)),
+        chain.view,
+        chain.rules,
+        chain.muhash,
+        **kw,
+    )
+    assert len(t.txs) == 3
+    small = replace(PARAMS, max_block_bytes=2_048 + 200 * 5 + txs[0].size + 10)
+    t = build_block_template(
+        txs, chain.context(params=small), chain.view, chain.rules, chain.muhash, **kw
+    )
+    assert t.txs[1:] == (txs[0],)

@@ -29,7 +29,7 @@ Rules of this module (docs/ledger.md has the full list):
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from timecoin.core.commit import (
@@ -71,6 +71,9 @@ from timecoin.core.types import (
     HASH_LEN,
     MAX_MONEY_UNITS,
     Block,
+    Commit,
+    Evidence,
+    Transaction,
     Validator,
     ValidatorSet,
 )
@@ -347,4 +350,122 @@ def validate_block(
         signers=signers,
         culprits=culprits,
         validator_updates=updates,
+    )
+
+
+# --- proposer side ----------------------------------------------------------------
+
+BLOCK_OVERHEAD_RESERVE_BYTES = 2_048
+"""Room kept free for the header and framing when filling a block template."""
+PER_VALIDATOR_RESERVE_BYTES = 200
+"""Room per validator for its coinbase output and its commit signature."""
+PER_EVIDENCE_RESERVE_BYTES = 400
+"""Room per evidence item (two votes with signatures)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlockTemplate:
+    """The contents of a block the proposer is about to build, with every header hash."""
+
+    txs: tuple[Transaction, ...]
+    """Coinbase first, then the accepted candidates in order."""
+    fees: int
+    reward: int
+    changes: UtxoChanges
+    utxo_commitment: bytes
+    muhash: MuHash3072
+    tx_root: bytes
+    last_commit_hash: bytes
+    validators_hash: bytes
+    next_validators_hash: bytes
+    evidence_hash: bytes
+    rejected: tuple[tuple[Transaction, TimecoinError], ...]
+    """Candidates left out because they are invalid on top of this block (evict them)."""
+
+
+def build_block_template(
+    candidates: Sequence[Transaction],
+    ctx: BlockContext,
+    view: UtxoView,
+    rules: LedgerRules,
+    muhash: MuHash3072,
+    *,
+    proposer: Validator,
+    last_commit: Commit | None,
+    evidence: Sequence[Evidence] = (),
+    make_coinbase: Callable[[int, Sequence[tuple[bytes, int]]], Transaction],
+    signatures_checked: bool = True,
+) -> BlockTemplate:
+    """Select *candidates* (in order) that are valid together and build the block contents.
+
+    Each candidate is validated against the UTXO set as changed by those
+    accepted before it (so a child after its parent is fine); invalid ones
+    are skipped and reported in ``rejected``. Candidates stop when the count
+    or byte budget (``params`` limits minus a reserve for header, coinbase,
+    commit and evidence) is used up. ``make_coinbase(height, outputs)``
+    builds the coinbase transaction (the wire layer serializes its body).
+    ``signatures_checked`` defaults to True because mempool transactions were
+    fully verified, for this chain id, on admission. *last_commit* and
+    *evidence* must already be verified (they come from this node's consensus).
+    """
+    params = ctx.params
+    height = ctx.prev_height + 1
+    n_vals = max(len(ctx.validators), len(ctx.last_validators or ()))
+    budget = (
+        params.max_block_bytes
+        - BLOCK_OVERHEAD_RESERVE_BYTES
+        - PER_VALIDATOR_RESERVE_BYTES * (n_vals + 1)
+        - PER_EVIDENCE_RESERVE_BYTES * len(evidence)
+    )
+    signers = tuple(commit_signers(last_commit, ctx.last_validators)) if ctx.last_validators else ()
+    overlay = UtxoOverlay(view)
+    chosen: list[Transaction] = []
+    rejected: list[tuple[Transaction, TimecoinError]] = []
+    fees = 0
+    used = 0
+    sig_ok = True if signatures_checked else None
+    registry_probe: list[Transaction] = []
+    for tx in candidates:
+        if len(chosen) + 1 >= params.max_block_txs:
+            break
+        size = effective_size(tx)
+        if used + size > budget:
+            continue  # a smaller one may still fit
+        try:
+            if tx.is_coinbase:
+                raise BadCoinbase("a coinbase is not a mempool transaction")
+            for txin in tx.body.inputs:
+                if overlay.is_spent_here(txin.prev_out):
+                    raise DoubleSpend(f"{txin.prev_out} already spent in this block")
+            fee = validate_transaction(tx, overlay, height, params, sig_ok=sig_ok)
+            rules.validate_transaction(tx, overlay, height, params)
+            if tx.body.masternode is not None:
+                validator_updates([*registry_probe, tx], ctx.next_validators, strict=True)
+                registry_probe.append(tx)
+        except TimecoinError as exc:
+            rejected.append((tx, exc))
+            continue
+        overlay.apply_tx(tx, height)
+        chosen.append(tx)
+        fees += fee
+        used += size
+    reward, outputs = expected_coinbase(height, fees, proposer, signers, params, rules)
+    coinbase = make_coinbase(height, outputs)
+    overlay.apply_tx(coinbase, height)
+    txs = (coinbase, *chosen)
+    changes = overlay.changes()
+    digest, new_muhash = next_utxo_commitment(muhash, changes)
+    return BlockTemplate(
+        txs=txs,
+        fees=fees,
+        reward=reward,
+        changes=changes,
+        utxo_commitment=digest,
+        muhash=new_muhash,
+        tx_root=merkle_root([t.txid for t in txs]),
+        last_commit_hash=commit_hash(last_commit),
+        validators_hash=validators_hash(ctx.validators),
+        next_validators_hash=validators_hash(ctx.next_validators),
+        evidence_hash=evidence_hash(evidence),
+        rejected=tuple(rejected),
     )
