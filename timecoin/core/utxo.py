@@ -95,10 +95,13 @@ class UtxoOverlay:
         return coin
 
     def add(self, outpoint: OutPoint, coin: Coin) -> None:
-        """Create *coin*; raise DoubleSpend if an unspent coin already sits at *outpoint*."""
-        if outpoint in self._created or (
-            outpoint not in self._spent and self._base.get_coin(outpoint) is not None
-        ):
+        """Create *coin*; raise DoubleSpend if this layer already created *outpoint*.
+
+        The base is not consulted: txids never repeat (a coinbase commits to its
+        height; any other body spends inputs that exist only once), so a lookup
+        per created output would cost a store read for nothing.
+        """
+        if outpoint in self._created:
             raise DoubleSpend(f"{outpoint} already exists", outpoint=outpoint)
         self._created[outpoint] = coin
 
