@@ -64,6 +64,8 @@ def _run(args: tuple[SimConfig, int]) -> SeedResult:
 @click.option("--seed", default=None, type=int, help="Replay this one seed with details.")
 @click.option(
     "--allow-unsafe-byzantine",
+    "--byzantine-power-override",
+    "allow_unsafe_byzantine",
     is_flag=True,
     help="Allow byzantine power >= 1/3 (f+1) to show that liveness breaks; reported, not fatal.",
 )
