@@ -452,3 +452,13 @@ def test_outpoint_index_range(funded, index):
     tx = spend([(OutPoint(ops[0].txid, index), key(1))], [(TIME, pkh(3))])
     with pytest.raises(err.InvalidTransaction):
         validate_transaction_stateless(tx, PARAMS)
+
+
+def test_coinbase_bounded_by_block_size_not_tx_size():
+    expected = [(pkh(i), TIME) for i in range(1, 40)]
+    cb = coinbase_tx(7, expected)
+    tight = replace(PARAMS, max_tx_bytes=100)
+    assert validate_coinbase(cb, 7, expected, 100 * TIME, tight) == 39 * TIME
+    with pytest.raises(err.InvalidTransaction) as exc:
+        validate_coinbase(cb, 7, expected, 100 * TIME, replace(tight, max_block_bytes=100))
+    assert exc.value.reason == err.Reason.OVERSIZED

@@ -105,7 +105,7 @@ def _check_outputs(outputs: Sequence[TxOut], params: ChainParams, *, coinbase: b
     return total
 
 
-def _check_header_fields(tx: Transaction, params: ChainParams) -> None:
+def _check_header_fields(tx: Transaction, params: ChainParams, max_size: int) -> None:
     """Check the fields shared by ordinary transactions and coinbases."""
     body = tx.body
     if body.version != params.tx_version:
@@ -115,9 +115,9 @@ def _check_header_fields(tx: Transaction, params: ChainParams) -> None:
     if len(tx.txid) != HASH_LEN:
         raise InvalidTransaction("txid must be 32 bytes")
     size = effective_size(tx)
-    if size > params.max_tx_bytes:
+    if size > max_size:
         raise InvalidTransaction(
-            f"transaction is {size} bytes, limit {params.max_tx_bytes}", reason=Reason.OVERSIZED
+            f"transaction is {size} bytes, limit {max_size}", reason=Reason.OVERSIZED
         )
     if len(body.memo) > params.max_memo_bytes:
         raise MemoTooLarge(f"memo is {len(body.memo)} bytes, limit {params.max_memo_bytes}")
@@ -132,7 +132,7 @@ def validate_transaction_stateless(tx: Transaction, params: ChainParams) -> None
     masternode payload's shape. A coinbase is rejected: it is valid only as
     the first transaction of a block (``validate_coinbase``), never alone.
     """
-    _check_header_fields(tx, params)
+    _check_header_fields(tx, params, params.max_tx_bytes)
     body = tx.body
     n_in = len(body.inputs)
     if n_in == 0:
@@ -283,7 +283,8 @@ def validate_coinbase(
     pay more) and its outputs equal *expected* (the rules' reward split)
     exactly, in order (BadCoinbase).
     """
-    _check_header_fields(tx, params)
+    # One output per paid validator: bounded by the block size, not the tx size.
+    _check_header_fields(tx, params, params.max_block_bytes)
     body = tx.body
     if body.inputs or tx.signatures:
         raise BadCoinbase("coinbase has inputs or signatures")
