@@ -84,15 +84,15 @@ def serve(config_file: Path | None = None, home: Path | None = None, dev: bool =
     run_node(config_file=config_file, home=home, dev=dev)
 
 
-def _add_optional_commands() -> None:
-    try:
-        from timecoin.sim.cli import sim
-    except ImportError:
-        return
+def _add_commands() -> None:
+    from timecoin.cli_client import register
+    from timecoin.sim.cli import sim
+
     main.add_command(sim)
+    register(main)
 
 
-_add_optional_commands()
+_add_commands()
 
 if __name__ == "__main__":
     main()
