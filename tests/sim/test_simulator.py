@@ -8,6 +8,10 @@ sweep is documented in docs/consensus.md:
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from click.testing import CliRunner
 
@@ -22,6 +26,25 @@ def test_same_seed_replays_the_same_trace() -> None:
     assert a.trace_hash == b.trace_hash
     assert a == b
     assert run_seed(cfg, 43).trace_hash != a.trace_hash
+
+
+def test_trace_does_not_depend_on_the_interpreters_hash_seed() -> None:
+    # Set/dict iteration over bytes depends on PYTHONHASHSEED; the trace must not.
+    code = (
+        "from timecoin.sim import SimConfig, run_seed;"
+        "print(run_seed(SimConfig(validators=4, byzantine=1, heights=3), 11).trace_hash)"
+    )
+    hashes = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in ("1", "2")
+    }
+    assert hashes == {run_seed(SimConfig(validators=4, byzantine=1, heights=3), 11).trace_hash}
 
 
 def test_honest_network_decides_every_height_despite_faults_before_gst() -> None:
