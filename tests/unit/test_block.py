@@ -22,7 +22,7 @@ from ledger_helpers import (
 )
 
 from timecoin.core import errors as err
-from timecoin.core.block import build_block_template
+from timecoin.core.block import build_block_template, check_block_signatures
 from timecoin.core.commit import make_duplicate_vote_evidence
 from timecoin.core.hashing import sha256
 from timecoin.core.merkle import merkle_root
@@ -477,3 +477,19 @@ def test_block_template_respects_limits(chain):
         txs, chain.context(params=small), chain.view, chain.rules, chain.muhash, **kw
     )
     assert t.txs[1:] == (txs[0],)
+
+
+def test_check_block_signatures_for_batching(chain):
+    good = spend([(chain.genesis_outpoint(0), key(1))], [(50 * TIME - FEE, pkh(3))])
+    forged = spend(
+        [(chain.genesis_outpoint(1), key(2))],
+        [(20 * TIME - FEE, pkh(3))],
+        signatures=[b"\x01" * 64],
+    )
+    block = chain.build([good, forged])
+    check_block_signatures(block, PARAMS.chain_id, stop=2)  # coinbase and `good`
+    with pytest.raises(err.BlockTransactionInvalid) as exc:
+        check_block_signatures(block, PARAMS.chain_id, start=2)
+    assert exc.value.index == 2 and exc.value.reason == R.BAD_SIGNATURE
+    with pytest.raises(err.BlockTransactionInvalid):
+        check_block_signatures(chain.build([good]), "timecoin-testnet-1")

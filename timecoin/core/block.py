@@ -66,7 +66,12 @@ from timecoin.core.merkle import merkle_root
 from timecoin.core.muhash import MuHash3072, apply_changes
 from timecoin.core.params import ChainParams
 from timecoin.core.rules import LedgerRules
-from timecoin.core.tx import effective_size, validate_coinbase, validate_transaction
+from timecoin.core.tx import (
+    check_signatures,
+    effective_size,
+    validate_coinbase,
+    validate_transaction,
+)
 from timecoin.core.types import (
     HASH_LEN,
     MAX_MONEY_UNITS,
@@ -351,6 +356,28 @@ def validate_block(
         culprits=culprits,
         validator_updates=updates,
     )
+
+
+def check_block_signatures(
+    block: Block, chain_id: str, *, start: int = 1, stop: int | None = None
+) -> None:
+    """Verify the input signatures of ``block.txs[start:stop]``; raise BlockTransactionInvalid.
+
+    The expensive half of block validation, split out so the node can run it
+    on worker threads (slices of one block in parallel) and then call
+    ``validate_block`` with ``BlockContext(signatures_checked=True)``. A
+    coinbase (no inputs) has nothing to verify and is skipped.
+    """
+    txs = block.txs
+    end = len(txs) if stop is None else min(stop, len(txs))
+    for i in range(max(start, 0), end):
+        tx = txs[i]
+        if tx.is_coinbase:
+            continue
+        try:
+            check_signatures(tx, chain_id)
+        except TimecoinError as exc:
+            raise BlockTransactionInvalid(i, exc) from exc
 
 
 # --- proposer side ----------------------------------------------------------------
