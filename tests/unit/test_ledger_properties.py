@@ -49,6 +49,7 @@ from timecoin.core.types import (
     VoteType,
 )
 from timecoin.core.utxo import MemoryUtxoView
+from timecoin.core.validators import validator_updates
 
 SLOW = settings(
     max_examples=40,
@@ -357,3 +358,12 @@ def test_reward_split_pays_exactly_the_total(total, powers, proposer_idx, n_sign
     assert [p for p, _ in outs] == sorted({p for p, _ in outs})
     if total and not signers:
         assert outs == [(proposer.address, total)]
+
+
+@FUZZ
+@given(st.lists(adversarial_txs(), max_size=3), st.booleans())
+def test_fuzz_validator_updates(txs, strict):
+    try:
+        validator_updates(txs, make_set([1, 1]), strict=strict)
+    except TimecoinError:
+        pass

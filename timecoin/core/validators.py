@@ -35,10 +35,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from timecoin.core.errors import BadPayload
+from timecoin.core.errors import BadCollateral, BadPayload
 from timecoin.core.keys import pubkey_hash
 from timecoin.core.types import (
     MasternodeRegistration,
+    MasternodeTier,
     OutPoint,
     Transaction,
     Validator,
@@ -60,8 +61,18 @@ class ValidatorUpdates:
 
 
 def registration_validator(tx: Transaction, reg: MasternodeRegistration) -> Validator:
-    """Return the validator entry a (valid) registration transaction creates."""
-    collateral = tx.body.outputs[reg.collateral_index]
+    """Return the validator entry a registration transaction creates.
+
+    Raises BadPayload/BadCollateral for a payload ``core.tx`` would reject, so
+    calling this on an unvalidated transaction is still safe.
+    """
+    outputs = tx.body.outputs
+    idx = reg.collateral_index
+    if not isinstance(reg.tier, MasternodeTier):
+        raise BadPayload(f"unknown masternode tier {reg.tier!r}")
+    if type(idx) is not int or not 0 <= idx < len(outputs):
+        raise BadCollateral(f"collateral_index {idx} names no output")
+    collateral = outputs[idx]
     return Validator(
         address=pubkey_hash(reg.operator_pubkey),
         pubkey=reg.operator_pubkey,
