@@ -214,3 +214,15 @@ def test_command_home_without_config_is_2(tmp_path: Path) -> None:
 
 def test_command_is_named_health() -> None:
     assert health_command.name == "health"
+
+
+async def test_command_reads_a_config_file(node: Node, tmp_path: Path) -> None:
+    # `timed testnet` writes node1.toml ... and the compose healthchecks pass them.
+    cfg = NodeConfig(network=NetworkName.TESTNET, api={"listen": f"127.0.0.1:{node.port}"})
+    path = tmp_path / "node1.toml"
+    path.write_text(dump_config(cfg))
+    code, out = await asyncio.to_thread(_invoke, "--config", str(path))
+    assert (code, out.strip()) == (EXIT_SERVING, f"SERVING: 127.0.0.1:{node.port}")
+    code, out = await asyncio.to_thread(_invoke, "--config", str(tmp_path / "missing.toml"))
+    assert code == EXIT_UNREACHABLE
+    assert "cannot read config" in out

@@ -115,6 +115,12 @@ def _tls_from(
     help="Client API address (default: api.listen of the home's config.toml).",
 )
 @click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Node config file (as given to `timed --config`); its api.listen is checked.",
+)
+@click.option(
     "--home",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="TIMED_HOME",
@@ -154,6 +160,7 @@ def _tls_from(
 def health(
     ctx: click.Context,
     rpc: str | None,
+    config_file: Path | None,
     home: Path | None,
     network: str | None,
     timeout_s: float,
@@ -164,28 +171,37 @@ def health(
 ) -> None:
     """Check the node's gRPC health: exit 0 serving, 1 not serving, 2 unreachable or error.
 
-    The node is found as for `timed status`: --rpc, else the home's config.toml
-    (--home, else the default home of --network, else the first existing
-    default home).
+    The node is found as for `timed status`: --rpc, else --config FILE, else the
+    home's config.toml (--home, else the default home of --network, else the
+    first existing default home).
     """
-    from timecoin.cli_client import resolve_target
+    from timecoin.cli_client import _client_address, resolve_target
     from timecoin.config import load_config, resolve
     from timecoin.core.errors import TimecoinError
     from timecoin.home import CONFIG_FILE
 
     try:
-        target = resolve_target(home, network, rpc, None, tls_ca)
         cert: Path | None = None
-        if target.home is not None and (target.home / CONFIG_FILE).exists():
-            cfg = load_config(target.home / CONFIG_FILE)
-            if cfg.api.tls_cert_file and cfg.api.tls_key_file:
-                cert = resolve(target.home, cfg.api.tls_cert_file)
+        if config_file is not None:
+            # Relative paths in a --config file resolve against its directory
+            # unless --home is given (timecoin.node.app.locate).
+            cfg = load_config(config_file)
+            base = home or config_file.resolve().parent
+            target_rpc = rpc or _client_address(cfg.api.listen)
+        else:
+            target = resolve_target(home, network, rpc, None, tls_ca)
+            target_rpc = target.rpc
+            base = target.home
+            cfg_path = base / CONFIG_FILE if base is not None else None
+            cfg = load_config(cfg_path) if cfg_path is not None and cfg_path.exists() else None
+        if cfg is not None and base is not None and cfg.api.tls_cert_file and cfg.api.tls_key_file:
+            cert = resolve(base, cfg.api.tls_cert_file)
         tls = _tls_from(cert, tls_ca, tls_server_name)
     except (TimecoinError, OSError) as exc:
         if not quiet:
             click.echo(f"error: {exc}", err=True)
         ctx.exit(EXIT_UNREACHABLE)
-    result = probe_health(target.rpc, timeout_s, tls=tls, service=service)
+    result = probe_health(target_rpc, timeout_s, tls=tls, service=service)
     if not quiet:
         click.echo(result.detail, err=result.code == EXIT_UNREACHABLE)
     ctx.exit(result.code)
