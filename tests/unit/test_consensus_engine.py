@@ -37,7 +37,13 @@ from timecoin.consensus.guard import MemorySigner, SignState, SignStep
 from timecoin.consensus.proposer import initial_priorities
 from timecoin.consensus.timeouts import TimeoutConfig, TimeoutKind
 from timecoin.core.commit import verify_commit
-from timecoin.core.errors import BadCommit, FutureHeight, StaleHeight, UnknownValidator
+from timecoin.core.errors import (
+    BadCommit,
+    FutureHeight,
+    InvalidVote,
+    StaleHeight,
+    UnknownValidator,
+)
 from timecoin.core.types import Commit, CommitSig, VoteType
 from timecoin.sim.fixtures import (
     block,
@@ -582,3 +588,25 @@ def test_timeouts_grow_per_round_and_presets() -> None:
         TimeoutConfig(prevote_ms=-1)
     with pytest.raises(ValueError):
         TimeoutConfig.for_network("moon")
+
+
+def test_flood_of_rounds_and_duplicates_keeps_memory_bounded() -> None:
+    net = Net()
+    net.start()
+    reasons: dict[str, int] = {}
+    # One validator (1/4 of the power: no round skip) signs votes for 200 rounds,
+    # far future first, and sends every message three times.
+    for r in range(199, -1, -1):
+        for t in (PV, PC):
+            v = signed_vote(net.keys[0], CHAIN, t, 1, r, block(r))
+            for _ in range(3):
+                try:
+                    net.engine.step(VoteReceived(v))
+                except InvalidVote as exc:
+                    reasons[exc.reason.name] = reasons.get(exc.reason.name, 0) + 1
+    # Kept: rounds 0 and 1 (current and next) plus a single future round.
+    assert net.state.round == 0
+    assert net.engine.votes.size() == 2 * 3
+    assert reasons["FUTURE_HEIGHT"] == 3 * 2 * (200 - 3)  # FutureRound, typed
+    assert reasons["DUPLICATE_VOTE"] == 2 * 2 * 3
+    assert set(reasons) == {"DUPLICATE_VOTE", "FUTURE_HEIGHT"}
