@@ -47,7 +47,7 @@ from timecoin.core.types import (
     ValidatorSet,
 )
 from timecoin.core.utxo import UtxoOverlay
-from timecoin.core.validators import next_validator_set, remove_validators
+from timecoin.core.validators import next_validator_set, remove_validators, validator_updates
 from timecoin.node import failpoints
 from timecoin.storage.chainstore import BlockRecord, ChainStore
 from timecoin.wire.codec import (
@@ -56,6 +56,7 @@ from timecoin.wire.codec import (
     decode_validator_set,
     encode_block,
     encode_commit,
+    encode_evidence,
     encode_tx_body,
     encode_validator_set,
     make_block,
@@ -63,6 +64,9 @@ from timecoin.wire.codec import (
 )
 
 log = logging.getLogger("timed.chain")
+
+_TX_FRAMING_BYTES = 4
+"""Field tag and length prefix of one transaction inside a Block message (< 2 MiB)."""
 
 K_GENESIS = b"genesis"
 K_SETS = b"sets"
@@ -261,23 +265,38 @@ class ChainState:
         signers = commit_signers(last_commit, self._sets[self.height]) if last_commit else []
         overlay = UtxoOverlay(self.store)
         chosen: list[Transaction] = []
+        registrations: list[Transaction] = []
         fees = 0
-        size = 1024  # header, coinbase and commit headroom
+        # Reserve room for everything but the candidates: header (< 512 bytes),
+        # the coinbase (one output per payee, ~40 bytes each), the last commit
+        # and the evidence, each with its protobuf framing.
+        size = (
+            512
+            + 128
+            + 48 * (len(signers) + 1)
+            + (len(encode_commit(last_commit)) + 8 if last_commit else 0)
+            + sum(len(encode_evidence(e)) + 8 for e in evidence)
+        )
         sig_ok = True if signatures_checked else None
         for tx in candidates:
-            if len(chosen) + 2 > params.max_block_txs or size + tx.size > params.max_block_bytes:
+            framed = tx.size + _TX_FRAMING_BYTES
+            if len(chosen) + 2 > params.max_block_txs or size + framed > params.max_block_bytes:
                 break
             try:
                 if any(overlay.is_spent_here(i.prev_out) for i in tx.body.inputs):
                     continue
                 fee = validate_transaction(tx, overlay, height, params, sig_ok=sig_ok)
                 self.rules.validate_transaction(tx, overlay, height, params)
+                if tx.body.masternode is not None:
+                    # Two registrations of one operator key would make the block invalid.
+                    validator_updates([*registrations, tx], self._sets[height + 1], strict=True)
+                    registrations.append(tx)
             except TimecoinError:
                 continue
             overlay.apply_tx(tx, height)
             chosen.append(tx)
             fees += fee
-            size += tx.size
+            size += framed
         _, outputs = expected_coinbase(height, fees, proposer_v, signers, params, self.rules)
         body = TxBody(
             version=params.tx_version,

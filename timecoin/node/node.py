@@ -215,11 +215,22 @@ class Node:
         if height != self.chain.height + 1 or self.address is None:
             return None
         candidates = self.mempool.select_for_block(
-            self.params.max_block_bytes - 4096, self.params.max_block_txs - 1
+            self.params.max_block_bytes, self.params.max_block_txs - 1
         )
-        return self.chain.build_block(
-            self.address, now_ms(), self._last_commit, candidates, tuple(self._evidence)
-        )
+        try:
+            return self.chain.build_block(
+                self.address, now_ms(), self._last_commit, candidates, tuple(self._evidence)
+            )
+        except TimecoinError as exc:
+            # Never stall the chain on a bad candidate: propose an empty block instead
+            # and say why, so the operator can see it.
+            log.error(
+                "block %d with %d candidates failed (%s); proposing it empty",
+                height,
+                len(candidates),
+                exc,
+            )
+            return self.chain.build_block(self.address, now_ms(), self._last_commit, [], ())
 
     async def _decide(self, height: int, block_hash: bytes, commit: Commit) -> None:
         proposed = self._candidates.get(block_hash)
