@@ -137,3 +137,34 @@ class Nets:
 
 def addr(net: PeerNetwork) -> str:
     return f"127.0.0.1:{net.port}"
+
+
+class RawPeer:
+    """A hand-driven Gossip client for handshakes a PeerNetwork would never send."""
+
+    def __init__(self, address: str) -> None:
+        import grpc.aio
+
+        from timecoin.p2p.network import GOSSIP_METHOD
+
+        self.channel = grpc.aio.insecure_channel(address)
+        self.call = self.channel.stream_stream(GOSSIP_METHOD)()
+
+    async def send(self, msg: Any) -> None:
+        from timecoin.p2p.peer import encode_gossip
+
+        await self.call.write(encode_gossip(msg))
+
+    async def recv(self) -> Any:
+        import grpc.aio
+
+        from timecoin._proto.p2p.v1 import p2p_pb2
+
+        data = await self.call.read()
+        if data is grpc.aio.EOF:
+            return None
+        return p2p_pb2.GossipRequest.FromString(data).message
+
+    async def close(self) -> None:
+        self.call.cancel()
+        await self.channel.close()

@@ -884,62 +884,64 @@ class PeerNetwork:
     # ------------------------------------------------------------------ consensus stream
 
     async def _exchange_loop(self, peer: Peer, stream: Any) -> None:
-        writer = asyncio.ensure_future(self._consensus_writer(peer, stream))
+        """Read and write the consensus stream until either side of it ends."""
+        tasks = [
+            asyncio.ensure_future(self._consensus_reader(peer, stream)),
+            asyncio.ensure_future(self._consensus_writer(peer, stream)),
+        ]
         try:
-            cap = self.cfg.max_consensus_frame_bytes
-            small = self.cfg.max_small_message_bytes
-            while not peer.closed.is_set():
-                reader = asyncio.ensure_future(self._read_frame(stream, cap, None))
-                done, _ = await asyncio.wait([reader, writer], return_when=asyncio.FIRST_COMPLETED)
-                if writer in done:
-                    reader.cancel()
-                    writer.result()
-                    return
-                try:
-                    data = reader.result()
-                except Misbehaviour as exc:
-                    self._punish(peer, exc.reason, exc.score, exc.message)
-                    return
-                if data is None:
-                    return
-                peer.last_recv = time.monotonic()
-                try:
-                    try:
-                        msg = consensus_pb2.ExchangeRequest.FromString(data).message
-                    except PbDecodeError:
-                        raise Misbehaviour(
-                            "undecodable consensus frame", score=SCORE_MALFORMED
-                        ) from None
-                    kind = msg.WhichOneof("kind")
-                    if kind is None:
-                        raise Misbehaviour("empty consensus message", score=SCORE_MALFORMED)
-                    if kind != "proposal" and len(data) > small:
-                        raise Misbehaviour(
-                            f"{kind} of {len(data)} bytes",
-                            reason=Reason.OVERSIZED,
-                            score=self.cfg.ban_threshold,
-                        )
-                    if not peer.consensus_bucket.take():
-                        raise Misbehaviour(
-                            "consensus messages over their rate",
-                            reason=Reason.RATE_LIMITED,
-                            score=SCORE_RATE,
-                        )
-                    if kind == "round_step" and msg.round_step.height > 0:
-                        peer.height = max(peer.height, msg.round_step.height - 1)
-                    try:
-                        await self.handler.on_consensus(peer.info(), msg)
-                    except TimecoinError as exc:
-                        if exc.reason not in BENIGN_REASONS:
-                            raise Misbehaviour(
-                                exc.message, reason=exc.reason, score=SCORE_INVALID
-                            ) from None
-                except Misbehaviour as exc:
-                    self._punish(peer, exc.reason, exc.score, exc.message)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            writer.cancel()
-            with contextlib.suppress(BaseException):
-                await writer
+            for t in tasks:
+                t.cancel()
+            # Retrieve every outcome: a closed stream is the normal way out.
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _consensus_reader(self, peer: Peer, stream: Any) -> None:
+        cap = self.cfg.max_consensus_frame_bytes
+        small = self.cfg.max_small_message_bytes
+        while not peer.closed.is_set():
+            try:
+                data = await self._read_frame(stream, cap, None)
+            except Misbehaviour as exc:
+                self._punish(peer, exc.reason, exc.score, exc.message)
+                return
+            if data is None:
+                return
+            peer.last_recv = time.monotonic()
+            try:
+                try:
+                    msg = consensus_pb2.ExchangeRequest.FromString(data).message
+                except PbDecodeError:
+                    raise Misbehaviour(
+                        "undecodable consensus frame", score=SCORE_MALFORMED
+                    ) from None
+                kind = msg.WhichOneof("kind")
+                if kind is None:
+                    raise Misbehaviour("empty consensus message", score=SCORE_MALFORMED)
+                if kind != "proposal" and len(data) > small:
+                    raise Misbehaviour(
+                        f"{kind} of {len(data)} bytes",
+                        reason=Reason.OVERSIZED,
+                        score=self.cfg.ban_threshold,
+                    )
+                if not peer.consensus_bucket.take():
+                    raise Misbehaviour(
+                        "consensus messages over their rate",
+                        reason=Reason.RATE_LIMITED,
+                        score=SCORE_RATE,
+                    )
+                if kind == "round_step" and msg.round_step.height > 0:
+                    peer.height = max(peer.height, msg.round_step.height - 1)
+                try:
+                    await self.handler.on_consensus(peer.info(), msg)
+                except TimecoinError as exc:
+                    if exc.reason not in BENIGN_REASONS:
+                        raise Misbehaviour(
+                            exc.message, reason=exc.reason, score=SCORE_INVALID
+                        ) from None
+            except Misbehaviour as exc:
+                self._punish(peer, exc.reason, exc.score, exc.message)
 
     async def _open_exchange(self, peer: Peer) -> None:
         """Dialer side: open Exchange on the peer's listener and run it."""
@@ -1010,7 +1012,9 @@ class PeerNetwork:
         if peer is None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown session")
             return
-        if peer.exchange_attached or peer.closed.is_set():
+        if peer.closed.is_set():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "peer is disconnecting")
+        if peer.exchange_attached:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, "consensus stream already open")
             return
         peer.exchange_attached = True
