@@ -72,9 +72,9 @@ class Handler:
         return out
 
 
-async def wait_for(cond: Callable[[], Any], timeout: float = 5.0) -> Any:
+async def wait_for(cond: Callable[[], Any], limit_s: float = 5.0) -> Any:
     """Poll *cond* until truthy (bounded)."""
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(limit_s):
         while True:
             v = cond()
             if v:

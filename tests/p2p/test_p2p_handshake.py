@@ -10,7 +10,6 @@ import grpc.aio
 import pytest
 from p2p_helpers import (
     CHAIN,
-    GENESIS,
     Nets,
     RawPeer,
     addr,
