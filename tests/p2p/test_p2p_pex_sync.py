@@ -15,7 +15,7 @@ from timecoin.core.errors import NotFound, Reason
 from timecoin.core.hashing import sha256
 from timecoin.p2p import MemoryStore, PeerNetwork
 from timecoin.p2p.addrbook import ADDRESS_BOOK_KEY
-from timecoin.p2p.network import SESSION_HEADER, GET_BLOCKS_METHOD
+from timecoin.p2p.network import GET_BLOCKS_METHOD, SESSION_HEADER
 
 
 async def test_pex_fills_and_persists_the_address_book(nets: Nets) -> None:
