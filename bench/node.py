@@ -83,6 +83,7 @@ class Node:
         )
         cfg = tomllib.loads((home / "config.toml").read_text())
         cfg["api"]["listen"] = f"127.0.0.1:{self.port}"
+        cfg["p2p"]["listen"] = f"127.0.0.1:{free_port()}"
         cfg.setdefault("consensus", {})["block_interval_ms"] = block_ms
         cfg.setdefault("mempool", {})["max_txs"] = 200_000
         (home / "config.toml").write_text(tomli_w.dumps(cfg))

@@ -84,6 +84,44 @@ def serve(config_file: Path | None = None, home: Path | None = None, dev: bool =
     run_node(config_file=config_file, home=home, dev=dev)
 
 
+@main.command()
+@click.option("--validators", "-n", type=click.IntRange(1, 100), default=4, show_default=True)
+@click.option(
+    "--observers", type=click.IntRange(0, 100), default=0, help="Extra non-validator nodes."
+)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option(
+    "--network",
+    type=click.Choice([n.value for n in NetworkName]),
+    default="devnet",
+    show_default=True,
+)
+@click.option("--base-port", type=click.IntRange(1024, 65000), default=26600, show_default=True)
+@click.option(
+    "--block-ms",
+    type=click.IntRange(100, 600_000),
+    default=None,
+    help="Block interval (default: the network's, 1 s devnet / 30 s testnet).",
+)
+def testnet(
+    validators: int, observers: int, out: Path, network: str, base_port: int, block_ms: int | None
+) -> None:
+    """Write configs, keys and a shared genesis for a local N-validator network."""
+    from timecoin.testnet import write_testnet
+
+    configs = write_testnet(
+        out,
+        validators,
+        network=NetworkName(network),
+        base_port=base_port,
+        block_interval_ms=block_ms,
+        observers=observers,
+    )
+    click.echo(f"wrote {len(configs)} node configs and genesis.json to {out}")
+    for c in configs:
+        click.echo(f"  timed --config {c}")
+
+
 def _add_commands() -> None:
     from timecoin.cli_client import register
     from timecoin.sim.cli import sim

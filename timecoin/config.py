@@ -77,6 +77,28 @@ class StorageConfig(_Section):
     """Backend-specific options (e.g. leveldb ``lru_cache_size``)."""
 
 
+class P2PSection(_Section):
+    enabled: bool = True
+    """Run the peer listener and dial peers (off: a node that never talks to peers)."""
+    listen: str = ""
+    """host:port of the peer listener; empty means the network's P2P port
+    (0.0.0.0 on mainnet/testnet, 127.0.0.1 on devnet)."""
+    external_address: str = ""
+    """Address advertised to peers; empty means the listen address."""
+    seeds: list[str] = Field(default_factory=list)
+    """host:port dialed at start to learn addresses (peer exchange)."""
+    persistent_peers: list[str] = Field(default_factory=list)
+    """host:port kept connected at all times (reconnect with backoff)."""
+    max_inbound: int = Field(default=40, ge=0, le=1000)
+    max_outbound: int = Field(default=10, ge=0, le=1000)
+    allow_local_addresses: bool = False
+    """Accept loopback/private addresses from peer exchange (local testnets)."""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_root_cert_file: str = ""
+    """CA that peers' certificates chain to; set it to dial peers over TLS."""
+
+
 class ApiConfig(_Section):
     listen: str = ""
     """host:port of the client listener; empty means 127.0.0.1 and the network's API port."""
@@ -122,6 +144,7 @@ class NodeConfig(_Section):
     node_key_file: str = "node_key.json"
     validator_key_file: str = "validator_key.json"
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    p2p: P2PSection = Field(default_factory=P2PSection)
     api: ApiConfig = Field(default_factory=ApiConfig)
     consensus: ConsensusConfig = Field(default_factory=ConsensusConfig)
     mempool: MempoolConfig = Field(default_factory=MempoolConfig)
@@ -129,9 +152,12 @@ class NodeConfig(_Section):
 
     @model_validator(mode="after")
     def _fill_network_defaults(self) -> NodeConfig:
-        _, api_port = DEFAULT_PORTS[self.network]
+        p2p_port, api_port = DEFAULT_PORTS[self.network]
         if not self.chain_id:
             self.chain_id = DEFAULT_CHAIN_IDS[self.network]
+        if not self.p2p.listen:
+            host = "127.0.0.1" if self.network == NetworkName.DEVNET else "0.0.0.0"
+            self.p2p.listen = f"{host}:{p2p_port}"
         if not self.api.listen:
             self.api.listen = f"127.0.0.1:{api_port}"
         for key, value in DEFAULT_CONSENSUS_TIMING[self.network].items():

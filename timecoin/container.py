@@ -35,7 +35,8 @@ from timecoin.storage.backends import open_store
 from timecoin.storage.chainstore import ChainStore
 from timecoin.storage.kv import KVStore
 
-PRIVVAL_STATE_FILE = "data/priv_validator_state.json"
+PRIVVAL_STATE_FILE = "priv_validator_state.json"
+"""Double-sign guard state, kept in the node's data directory."""
 
 
 def make_params(config: NodeConfig) -> ChainParams:
@@ -78,7 +79,8 @@ def make_timeouts(config: NodeConfig) -> TimeoutConfig:
 
 def make_signer(config: NodeConfig, home: Path, chain_id: str) -> FilePrivValidator:
     key = read_key(resolve(home, config.validator_key_file))
-    return FilePrivValidator(key, chain_id, resolve(home, PRIVVAL_STATE_FILE))
+    state = resolve(home, config.storage.path) / PRIVVAL_STATE_FILE
+    return FilePrivValidator(key, chain_id, state)
 
 
 def make_mempool(config: NodeConfig, params: ChainParams, rules: PluggyRules) -> Mempool:

@@ -45,6 +45,7 @@ class DevNode:
         cfg_path = home / "config.toml"
         cfg = tomllib.loads(cfg_path.read_text())
         cfg["api"]["listen"] = f"127.0.0.1:{self.port}"
+        cfg["p2p"]["listen"] = f"127.0.0.1:{free_port()}"
         for section, values in config.items():
             cfg.setdefault(section, {}).update(values)  # type: ignore[arg-type]
         cfg_path.write_text(tomli_w.dumps(cfg))

@@ -21,7 +21,11 @@ from timecoin.node.logs import event, setup_logging
 
 if TYPE_CHECKING:
     from timecoin.api.server import ApiServer
+    from timecoin.container import NodeContainer
+    from timecoin.core.keys import KeyPair
     from timecoin.node.node import Node
+    from timecoin.p2p.network import PeerNetwork
+    from timecoin.storage.chainstore import ChainStore
 
 log = logging.getLogger("timed")
 
@@ -61,7 +65,11 @@ async def serve(home: Path, cfg: NodeConfig) -> None:
         node = container.node()
         node_key = read_key(resolve(home, cfg.node_key_file))
         api = _make_api_server(cfg, home, node, node_key.address_payload)
-        servers = [api]
+        servers: list[object] = [api]
+        if cfg.p2p.enabled:
+            network = _make_network(cfg, home, node, node_key, container)
+            node.network = network
+            servers.insert(0, network)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, node.stop)
@@ -74,6 +82,7 @@ async def serve(home: Path, cfg: NodeConfig) -> None:
             home=str(home),
             height=node.chain.height,
             api=cfg.api.listen,
+            p2p=cfg.p2p.listen if cfg.p2p.enabled else "off",
             store=cfg.storage.backend,
         )
         await node.run(servers)
@@ -93,3 +102,54 @@ def _make_api_server(cfg: NodeConfig, home: Path, node: Node, node_id: bytes) ->
         tls_key_file=resolve(home, cfg.api.tls_key_file) if cfg.api.tls_key_file else None,
     )
     return ApiServer(NodeApi(node, node_id), settings)
+
+
+class _MetaAddressBook:
+    """The P2P address book persisted in the chain store's metadata (not fsynced)."""
+
+    def __init__(self, store: ChainStore) -> None:
+        self._store = store
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._store.get_meta(b"addrbook/" + key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._store.put_meta(b"addrbook/" + key, value, sync=False)
+
+
+def _make_network(
+    cfg: NodeConfig, home: Path, node: Node, node_key: KeyPair, container: NodeContainer
+) -> PeerNetwork:
+    from timecoin.p2p.config import P2PConfig
+    from timecoin.p2p.faults import FaultSchedule
+    from timecoin.p2p.handshake import NodeIdentity
+    from timecoin.p2p.network import PeerNetwork
+    from timecoin.rules.manager import rules_fingerprint, rules_plugins
+
+    p = cfg.p2p
+
+    def path(v: str) -> Path | None:
+        return resolve(home, v) if v else None
+
+    pcfg = P2PConfig(
+        listen=p.listen,
+        external_address=p.external_address or None,
+        seeds=tuple(p.seeds),
+        persistent_peers=tuple(p.persistent_peers),
+        max_inbound=p.max_inbound,
+        max_outbound=p.max_outbound,
+        allow_local_addresses=p.allow_local_addresses,
+        tls_cert_file=path(p.tls_cert_file),
+        tls_key_file=path(p.tls_key_file),
+        tls_root_cert_file=path(p.tls_root_cert_file),
+        faults=FaultSchedule.from_env(),
+    )
+    pm = container.plugin_manager()
+    identity = NodeIdentity(
+        chain_id=node.params.chain_id,
+        genesis_hash=node.chain.genesis_hash,
+        rules_fingerprint=rules_fingerprint(pm),
+        key=node_key,
+        rules_plugins=tuple(rules_plugins(pm)),
+    )
+    return PeerNetwork(pcfg, identity, node, address_store=_MetaAddressBook(node.chain.store))

@@ -23,11 +23,13 @@ import contextlib
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from timecoin._proto.consensus.v1 import consensus_pb2
 from timecoin.api.backend import BlockBroadcaster, BlockInfo, BlockSubscription
 from timecoin.consensus.engine import (
     BlockValidated,
@@ -39,27 +41,69 @@ from timecoin.consensus.engine import (
     EngineConfig,
     Event,
     NewHeight,
+    ProposalReceived,
     ProposeValue,
     RequestValidation,
     RequestValue,
     ScheduleTimeout,
     TimeoutFired,
+    VoteReceived,
 )
+from timecoin.core.commit import verify_commit, verify_duplicate_vote_evidence
 from timecoin.core.errors import (
     AlreadyKnown,
+    BadHeader,
+    BadHeight,
     InvalidVote,
     NotFound,
     RateLimited,
+    Reason,
     TimecoinError,
 )
 from timecoin.core.tx import check_signatures, validate_transaction_stateless
-from timecoin.core.types import Commit, DuplicateVoteEvidence, Transaction
+from timecoin.core.types import (
+    Block,
+    Commit,
+    DuplicateVoteEvidence,
+    Proposal,
+    Transaction,
+    Vote,
+    VoteType,
+)
 from timecoin.core.validators import validator_updates
 from timecoin.node.chainstate import ChainState, ProposedBlock
 from timecoin.node.logs import event
+from timecoin.wire.codec import (
+    block_to_pb,
+    decode_block,
+    decode_commit,
+    decode_transaction,
+    encode_block,
+    evidence_from_pb,
+    evidence_to_pb,
+    proposal_from_pb,
+    proposal_to_pb,
+    vote_from_pb,
+    vote_to_pb,
+)
 
 log = logging.getLogger("timed.node")
 T = TypeVar("T")
+
+_PUNISHABLE = frozenset({Reason.BAD_SIGNATURE, Reason.UNKNOWN_VALIDATOR, Reason.MALFORMED})
+"""Consensus rejections that prove a peer sent garbage (others are ordinary races)."""
+_MAX_BLOCKS_PER_HEIGHT = 8
+"""Distinct proposed blocks kept per height (one per round, a few rounds)."""
+_MAX_VOTES_PER_ANSWER = 1_000
+_MAX_OWN_VOTES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class _Revalidate:
+    """Node-local: a block we were asked to validate has arrived."""
+
+    height: int
+    block_hash: bytes
 
 
 def now_ms() -> int:
@@ -83,6 +127,7 @@ class Node:
         signer: Any,
         verify_workers: int | None = None,
         max_subscribers: int = 256,
+        max_inbox: int = 20_000,
     ) -> None:
         self.chain = chain
         self.params = chain.params
@@ -94,7 +139,19 @@ class Node:
         self._verify = ThreadPoolExecutor(
             verify_workers or max(2, os.cpu_count() or 2), thread_name_prefix="timed-verify"
         )
-        self._events: asyncio.Queue[Event] | None = None
+        # Two inboxes for the engine: our own events (timers, built blocks) are
+        # never dropped; events from peers are bounded and dropped when full.
+        self._internal: deque[tuple[Event, bytes | None]] = deque()
+        self._inbox: deque[tuple[Event, bytes | None]] = deque()
+        self._wake = asyncio.Event()
+        self.max_inbox = max_inbox
+        self.network: Any = None
+        self._received: dict[bytes, tuple[int, Block, bytes]] = {}
+        """Blocks carried by proposals: hash -> (height, block, bytes); bounded per height."""
+        self._pending_validation: set[bytes] = set()
+        self.sync_target = 0
+        self._last_proposal: Proposal | None = None
+        self._own_votes: list[Vote] = []
         self._timers: set[asyncio.TimerHandle] = set()
         self._candidates: dict[bytes, ProposedBlock] = {}
         self._last_commit: Commit | None = None
@@ -121,18 +178,19 @@ class Node:
         self, servers: Sequence[Any] = (), on_ready: Callable[[], Awaitable[None]] | None = None
     ) -> None:
         """Run until ``stop()``; then shut down in order and return."""
-        self._events = asyncio.Queue()
         self._last_commit = await self.in_db(self.chain.seen_commit, self.chain.height)
         for s in servers:
             await s.start()
         try:
             async with asyncio.TaskGroup() as tg:
                 consensus = tg.create_task(self._consensus_loop(), name="consensus")
+                gossip = tg.create_task(self._gossip_loop(), name="gossip")
                 self.ready.set()
                 if on_ready is not None:
                     await on_ready()
                 await self._stopping.wait()
                 consensus.cancel()
+                gossip.cancel()
         finally:
             for t in self._timers:
                 t.cancel()
@@ -152,8 +210,23 @@ class Node:
     # --- consensus driver ---------------------------------------------------------
 
     def _feed(self, ev: Event) -> None:
-        if self._events is not None:
-            self._events.put_nowait(ev)
+        self._internal.append((ev, None))
+        self._wake.set()
+
+    def feed_from_peer(self, ev: Event, peer_id: bytes) -> bool:
+        """Queue an event that came from *peer_id*; False (dropped) when the inbox is full."""
+        if len(self._inbox) >= self.max_inbox:
+            return False
+        self._inbox.append((ev, peer_id))
+        self._wake.set()
+        return True
+
+    def _pop(self) -> tuple[Any, bytes | None] | None:
+        if self._internal:
+            return self._internal.popleft()
+        if self._inbox:
+            return self._inbox.popleft()
+        return None
 
     async def _consensus_loop(self) -> None:
         chain = self.chain
@@ -172,12 +245,28 @@ class Node:
             validators=len(chain.validators(height)),
             power=chain.validators(height).total_power,
         )
-        assert self._events is not None
         while True:
-            ev = await self._events.get()
+            if self._behind():
+                await self._sync()
+                continue
+            item = self._pop()
+            if item is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            ev, peer_id = item
+            if isinstance(ev, _Revalidate):
+                if ev.height == self.engine.state.height:
+                    await self._validate_received(ev.height, ev.block_hash)
+                continue
             try:
                 actions = await self._in_consensus(self.engine.step, ev)
             except InvalidVote as exc:
+                if peer_id is not None and exc.reason in _PUNISHABLE and self.network is not None:
+                    self.network.report_misbehaviour(peer_id, exc.reason, str(exc))
+                log.debug("consensus input rejected: %s", exc)
+                continue
+            except TimecoinError as exc:
                 log.debug("consensus input rejected: %s", exc)
                 continue
             for action in actions:
@@ -200,16 +289,27 @@ class Node:
                 if proposed is not None:
                     self._candidates[proposed.block.hash] = proposed
                     self._feed(ProposeValue(height, round_, proposed.block.hash))
-            case RequestValidation(_, block_hash):
-                # Single-node: the only blocks are our own, already validated when built.
-                self._feed(BlockValidated(block_hash, block_hash in self._candidates))
+            case RequestValidation(height, block_hash):
+                await self._validate_received(height, block_hash)
             case Decide(height, _, block_hash, commit):
                 await self._decide(height, block_hash, commit)
             case EmitEvidence(evidence):
-                if len(self._evidence) < self.params.max_evidence:
+                if (
+                    evidence not in self._evidence
+                    and len(self._evidence) < self.params.max_evidence
+                ):
                     self._evidence.append(evidence)
-            case BroadcastProposal() | BroadcastVote():
-                pass  # no peers yet: the engine already counts its own messages
+                    if self.network is not None:
+                        self.network.broadcast_evidence(evidence_to_pb(evidence))
+            case BroadcastProposal(proposal):
+                self._last_proposal = proposal
+                self._send_proposal(proposal)
+            case BroadcastVote(vote):
+                self._own_votes.append(vote)
+                if self.network is not None:
+                    self.network.broadcast_consensus(
+                        consensus_pb2.ConsensusMessage(vote=vote_to_pb(vote))
+                    )
 
     def _build(self, height: int) -> ProposedBlock | None:
         if height != self.chain.height + 1 or self.address is None:
@@ -235,14 +335,21 @@ class Node:
     async def _decide(self, height: int, block_hash: bytes, commit: Commit) -> None:
         proposed = self._candidates.get(block_hash)
         if proposed is None:
-            log.error("decided block %s is unknown to this node", block_hash.hex())
+            received = self._received.get(block_hash)
+            if received is not None:
+                try:
+                    proposed = await self.in_db(self._validate_block, received[1], received[2])
+                except TimecoinError as exc:
+                    log.error("decided block %s is invalid here: %s", block_hash.hex()[:16], exc)
+        if proposed is None:
+            # Decided by >2/3 but we never got (or could not use) the block: fetch it
+            # with its commit from peers, as any node that fell behind does.
+            log.warning("decided block %s unknown here; syncing it", block_hash.hex()[:16])
+            self.sync_target = max(self.sync_target, height)
             return
         started = time.perf_counter()
         await self.in_db(self._commit, proposed, commit)
-        self._candidates.clear()
-        self._evidence = [e for e in self._evidence if e not in proposed.block.evidence]
-        self._last_commit = commit
-        self.blocks_committed += 1
+        self._after_commit(proposed.block, commit)
         block = proposed.block
         event(
             log,
@@ -257,6 +364,268 @@ class Node:
         self._publish(BlockInfo(block, commit))
         nh = height + 1
         self._feed(NewHeight(nh, self.chain.validators(nh), self.chain.priorities.priorities))
+
+    def _after_commit(self, block: Block, commit: Commit) -> None:
+        height = block.header.height
+        self._candidates.clear()
+        self._received = {h: v for h, v in self._received.items() if v[0] > height}
+        self._pending_validation.clear()
+        self._evidence = [e for e in self._evidence if e not in block.evidence]
+        self._last_commit = commit
+        self._last_proposal = None
+        self._own_votes = []
+        self.blocks_committed += 1
+
+    # --- blocks from peers ----------------------------------------------------------
+
+    def _validate_block(self, block: Block, block_bytes: bytes) -> ProposedBlock:
+        """Fully validate a block received from a peer (signatures included)."""
+        result = self.chain.validate(block, now_ms())
+        return ProposedBlock(block, block_bytes, result)
+
+    async def _validate_received(self, height: int, block_hash: bytes) -> None:
+        if block_hash in self._candidates:
+            self._feed(BlockValidated(block_hash, True))
+            return
+        received = self._received.get(block_hash)
+        if received is None or height != self.chain.height + 1:
+            self._pending_validation.add(block_hash)  # answered when the block arrives
+            return
+        try:
+            proposed = await self.in_db(self._validate_block, received[1], received[2])
+        except TimecoinError as exc:
+            log.warning("proposed block %s is invalid: %s", block_hash.hex()[:16], exc)
+            self._feed(BlockValidated(block_hash, False))
+            return
+        self._candidates[block_hash] = proposed
+        self._feed(BlockValidated(block_hash, True))
+
+    def _send_proposal(self, proposal: Proposal, peer_id: bytes | None = None) -> None:
+        if self.network is None:
+            return
+        cand = self._candidates.get(proposal.block_hash)
+        if cand is None:
+            return
+        msg = consensus_pb2.ConsensusMessage(
+            proposal=consensus_pb2.ProposalMessage(
+                proposal=proposal_to_pb(proposal), block=block_to_pb(cand.block)
+            )
+        )
+        if peer_id is None:
+            self.network.broadcast_consensus(msg)
+        else:
+            self.network.send_consensus(peer_id, msg)
+
+    # --- sync -------------------------------------------------------------------------
+
+    def _behind(self) -> bool:
+        if self.network is None:
+            return False
+        target = max(self.sync_target, self.network.best_height())
+        return target > self.chain.height
+
+    def _apply_synced(self, block_bytes: bytes, commit_bytes: bytes) -> tuple[Block, Commit]:
+        """Verify a fetched block's commit against our own validator set, then apply it."""
+        chain = self.chain
+        height = chain.height + 1
+        block = decode_block(block_bytes, self.params.network)
+        commit = decode_commit(commit_bytes)
+        if block.header.height != height:
+            raise BadHeight(f"peer sent block {block.header.height}, expected {height}")
+        verify_commit(
+            self.params.chain_id,
+            commit,
+            chain.validators(height),
+            height=height,
+            block_hash=block.hash,
+        )
+        result = chain.validate(block, now_ms() + 3_600_000)
+        chain.commit(block, block_bytes, result, commit)
+        self.mempool.remove_committed(block.txs, chain.store, chain.height, now_ms())
+        return block, commit
+
+    async def _sync(self) -> None:
+        """Fetch and apply blocks up to the best height peers report, then rejoin consensus."""
+        net = self.network
+        start_height = self.chain.height
+        target = max(self.sync_target, net.best_height())
+        started = time.monotonic()
+        event(log, "Sync started", height=start_height, target=target)
+        applied = 0
+        try:
+            async for fb in net.fetch_blocks(start_height + 1, target, wait_for_peers_s=10):
+                try:
+                    block, commit = await self.in_db(self._apply_synced, fb.block, fb.commit)
+                except TimecoinError as exc:
+                    net.report_misbehaviour(fb.peer_id, exc.reason, f"sync: {exc}")
+                    log.warning("block %d from sync rejected: %s", fb.height, exc)
+                    break
+                applied += 1
+                self._after_commit(block, commit)
+                self._publish(BlockInfo(block, commit))
+                if applied % 100 == 0 or fb.height == target:
+                    elapsed = max(time.monotonic() - started, 1e-6)
+                    rate = applied / elapsed
+                    event(
+                        log,
+                        "Sync progress",
+                        height=fb.height,
+                        target=target,
+                        blocks_per_s=round(rate, 1),
+                        eta_s=round((target - fb.height) / rate, 1) if rate else None,
+                    )
+        except TimecoinError as exc:
+            log.warning("sync stopped at %d: %s", self.chain.height, exc)
+            await asyncio.sleep(1.0)
+        if self.sync_target <= self.chain.height:
+            self.sync_target = 0
+        height = self.chain.height + 1
+        if applied:
+            event(log, "Sync finished", height=self.chain.height, blocks=applied)
+        # Rejoin consensus at the new height at once (no commit wait: we are late).
+        self._internal.clear()
+        self._feed(
+            NewHeight(
+                height,
+                self.chain.validators(height),
+                self.chain.priorities.priorities,
+                start_delay_ms=0,
+            )
+        )
+
+    # --- P2PHandler: what the network delivers ----------------------------------------
+
+    async def on_consensus(self, peer: Any, msg: consensus_pb2.ConsensusMessage) -> None:
+        """Route one consensus message from *peer* to the engine (decoded and bounded)."""
+        kind = msg.WhichOneof("kind")
+        pid = peer.node_id
+        if kind == "vote":
+            vote = vote_from_pb(msg.vote)
+            self._note_height(pid, vote.height - 1)
+            self.feed_from_peer(VoteReceived(vote), pid)
+        elif kind == "proposal":
+            proposal = proposal_from_pb(msg.proposal.proposal)
+            self._note_height(pid, proposal.height - 1)
+            if not (self.chain.height < proposal.height <= self.chain.height + 2):
+                return  # old or far ahead: nothing to keep
+            block = decode_block(msg.proposal.block, self.params.network)
+            if block.hash != proposal.block_hash or block.header.height != proposal.height:
+                raise BadHeader("proposal names another block than the one it carries")
+            per_height = sum(1 for v in self._received.values() if v[0] == proposal.height)
+            if block.hash not in self._received and per_height < _MAX_BLOCKS_PER_HEIGHT:
+                self._received[block.hash] = (proposal.height, block, encode_block(block))
+            self.feed_from_peer(ProposalReceived(proposal), pid)
+            if block.hash in self._pending_validation:
+                self._pending_validation.discard(block.hash)
+                self.feed_from_peer(_Revalidate(proposal.height, block.hash), pid)
+        elif kind == "round_step":
+            self._note_height(pid, msg.round_step.height - 1)
+        elif kind == "vote_set_request":
+            self._answer_vote_request(pid, msg.vote_set_request.height, msg.vote_set_request.round)
+        elif kind == "evidence":
+            await self.on_evidence(peer, msg.evidence)
+
+    def _note_height(self, peer_id: bytes, committed: int) -> None:
+        if self.network is not None and committed > 0:
+            self.network.update_peer_height(peer_id, committed)
+
+    def _answer_vote_request(self, peer_id: bytes, height: int, round_: int) -> None:
+        if self.network is None or height != self.engine.state.height:
+            return
+        votes = self.engine.votes
+        for vt in (VoteType.PREVOTE, VoteType.PRECOMMIT):
+            for r in {round_, self.engine.state.round}:
+                for v in votes.votes(vt, r)[:_MAX_VOTES_PER_ANSWER]:
+                    self.network.send_consensus(
+                        peer_id, consensus_pb2.ConsensusMessage(vote=vote_to_pb(v))
+                    )
+
+    async def on_transactions(self, peer: Any, txs: list[Any]) -> None:
+        """Admit gossiped transactions and pass the accepted ones on."""
+        decoded = []
+        for m in txs:
+            decoded.append(decode_transaction(m, self.params.network))
+        results = await self.submit(decoded)
+        accepted = [m for m, err in zip(txs, results, strict=True) if err is None]
+        if accepted and self.network is not None:
+            self.network.broadcast_transactions(accepted, exclude=[peer.node_id])
+
+    async def on_evidence(self, peer: Any, ev: Any) -> None:
+        """Keep verified evidence for the next block we propose."""
+        evidence = evidence_from_pb(ev)
+        if evidence in self._evidence or len(self._evidence) >= self.params.max_evidence:
+            return
+        h = evidence.vote_a.height
+        vs = await self.in_db(self.chain.validators, h)
+        verify_duplicate_vote_evidence(self.params.chain_id, evidence, vs)
+        self._evidence.append(evidence)
+        if self.network is not None:
+            self.network.broadcast_evidence(ev, exclude=[peer.node_id])
+
+    def local_status(self) -> tuple[int, bytes]:
+        """Return (committed height, tip hash) for the handshake and pings."""
+        return self.chain.height, self.chain.tip_hash
+
+    def _blocks_from(self, from_height: int, count: int) -> list[tuple[bytes, bytes]]:
+        out = []
+        store = self.chain.store
+        for h in range(max(1, from_height), min(self.chain.height, from_height + count - 1) + 1):
+            raw = store.get_block_bytes(h)
+            commit = store.get_seen_commit(h)
+            if raw is None or commit is None:
+                break
+            out.append((raw, commit))
+        return out
+
+    async def get_blocks(self, from_height: int, count: int) -> list[tuple[bytes, bytes]]:
+        """Serve stored blocks with the commits that finalized them."""
+        return await self.in_db(self._blocks_from, from_height, count)
+
+    async def on_peer_connected(self, peer: Any) -> None:
+        """Tell a new peer where we are, so it can send what we lack (or sync from us)."""
+        self._send_round_step(peer.node_id)
+
+    def _send_round_step(self, peer_id: bytes | None = None) -> None:
+        if self.network is None:
+            return
+        s = self.engine.state
+        msg = consensus_pb2.ConsensusMessage(
+            round_step=consensus_pb2.RoundStep(height=s.height, round=s.round, step=int(s.step))
+        )
+        if peer_id is None:
+            self.network.broadcast_consensus(msg)
+        else:
+            self.network.send_consensus(peer_id, msg)
+
+    async def _gossip_loop(self) -> None:
+        """Re-send what peers may have missed (CometBFT's gossip routines, simplified).
+
+        Messages can be lost (a peer connects late, a stream breaks); the paper
+        assumes every honest message eventually arrives, so our own proposal
+        and votes of the current height are re-sent every few hundred ms with
+        our round step, and a node that lags asks for the votes it lacks.
+        """
+        interval = max(0.2, min(2.0, self.params.block_interval_ms / 2000))
+        while True:
+            await asyncio.sleep(interval)
+            if self.network is None or not self.network.peers():
+                continue
+            self._send_round_step()
+            if self._last_proposal is not None:
+                self._send_proposal(self._last_proposal)
+            for v in self._own_votes[-_MAX_OWN_VOTES:]:
+                self.network.broadcast_consensus(consensus_pb2.ConsensusMessage(vote=vote_to_pb(v)))
+            s = self.engine.state
+            if s.height > 0:
+                self.network.broadcast_consensus(
+                    consensus_pb2.ConsensusMessage(
+                        vote_set_request=consensus_pb2.VoteSetRequest(
+                            height=s.height, round=s.round
+                        )
+                    )
+                )
+            if self._behind():
+                self._wake.set()
 
     def _commit(self, proposed: ProposedBlock, commit: Commit) -> None:
         self.chain.commit(proposed.block, proposed.block_bytes, proposed.result, commit)
