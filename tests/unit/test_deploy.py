@@ -589,30 +589,73 @@ def test_systemd_analyze_security_exposure(tmp_path: Path) -> None:
 # --- the node configs the compose file mounts ----------------------------------------------
 
 
-def test_compose_mounts_what_timed_testnet_writes(tmp_path: Path) -> None:
+# Ports the observability containers bind in the shared network namespace of the compose file.
+OBSERVABILITY_PORTS = {
+    3000,  # Grafana
+    9090,  # Prometheus
+    4317,
+    4318,
+    5778,
+    14250,
+    14268,
+    14269,
+    16685,
+    16686,
+    9411,  # Jaeger all-in-one
+}
+
+
+@pytest.fixture(scope="module")
+def testnet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     group = timed_group()
     if "testnet" not in group.commands:
         pytest.skip("`timed testnet` is not part of this build yet")
-    out = tmp_path / "testnet"
+    out = tmp_path_factory.mktemp("deploy") / "testnet"
     res = CliRunner().invoke(group, ["testnet", "--validators", "4", "--out", str(out)])
     assert res.exit_code == 0, res.output
-    listens = []
+    return out
+
+
+def test_compose_mounts_what_timed_testnet_writes(testnet_dir: Path) -> None:
+    ports: list[int] = []
     for name in NODES:
-        path = out / f"{name}.toml"
+        path = testnet_dir / f"{name}.toml"
         assert path.exists(), f"compose runs `serve --config /testnet/{name}.toml`"
         cfg = load_config(path)
-        # The directory is mounted at /testnet: paths in it must be relative.
+        # The directory is mounted at /testnet: every path in it must be relative.
         for value in (cfg.genesis_file, cfg.node_key_file, cfg.validator_key_file):
             assert not Path(value).is_absolute(), f"{name}: {value}"
-            assert (out / value).exists(), f"{name}: {value}"
-        assert not Path(cfg.storage.path).is_absolute()
-        assert cfg.api.listen.startswith("127.0.0.1:")
-        dumped = cfg.model_dump()
-        metrics = dumped.get("telemetry", {}).get("metrics_listen")
-        assert metrics, f"{name}.toml enables no metrics endpoint (telemetry.metrics_listen)"
-        listens.append(metrics)
+            assert (testnet_dir / value).exists(), f"{name}: {value}"
+        for value in (cfg.storage.path, cfg.api.cookie_file):
+            assert not Path(value).is_absolute(), f"{name}: {value}"
+        listens = [cfg.api.listen]
+        p2p = cfg.model_dump().get("p2p", {})
+        if p2p.get("listen"):
+            listens.append(p2p["listen"])
+        metrics = cfg.model_dump().get("telemetry", {}).get("metrics_listen")
+        if metrics:
+            listens.append(metrics)
+        for listen in listens:
+            host, _, port = listen.rpartition(":")
+            assert host == "127.0.0.1", f"{name}: {listen}"
+            ports.append(int(port))
+    # All containers share one loopback: no two listeners may take the same port.
+    assert len(ports) == len(set(ports))
+    assert not set(ports) & OBSERVABILITY_PORTS
+
+
+def test_prometheus_targets_are_the_testnet_metrics_ports(testnet_dir: Path) -> None:
+    from timecoin.config import TelemetryConfig
+
+    if "metrics_listen" not in TelemetryConfig.model_fields:
+        pytest.skip("the node config has no telemetry.metrics_listen yet")
     if yaml is None:
-        pytest.skip("PyYAML is not installed: cannot compare with prometheus.yml")
+        pytest.skip("PyYAML is not installed (dev extra pyyaml==6.0.3)")
+    listens = []
+    for name in NODES:
+        telemetry = load_config(testnet_dir / f"{name}.toml").model_dump()["telemetry"]
+        assert telemetry["metrics_listen"], f"{name}.toml enables no metrics endpoint"
+        listens.append(telemetry["metrics_listen"])
     prom = load_yaml(DEPLOY / "prometheus" / "prometheus.yml")
     (job,) = [j for j in prom["scrape_configs"] if j["job_name"] == "timed"]
     targets = [t for sc in job["static_configs"] for t in sc["targets"]]
