@@ -13,7 +13,7 @@ from timecoin._proto.p2p.v1 import p2p_pb2
 from timecoin._proto.types.v1 import types_pb2
 from timecoin.core.errors import NotFound, Reason
 from timecoin.core.hashing import sha256
-from timecoin.p2p import MemoryStore, PeerNetwork
+from timecoin.p2p import MemoryStore, PeerNetwork, PeerRefused
 from timecoin.p2p.addrbook import ADDRESS_BOOK_KEY
 from timecoin.p2p.network import GET_BLOCKS_METHOD, SESSION_HEADER
 
@@ -174,3 +174,47 @@ async def test_fetch_blocks_without_able_peers_raises(nets: Nets) -> None:
         with pytest.raises(NotFound):
             async for _ in a.fetch_blocks(1, 50, wait_for_peers_s=0.3):
                 pass
+
+
+async def test_inbound_limit_refuses_extra_peers(nets: Nets) -> None:
+    async with asyncio.timeout(10):
+        hub, _ = await nets.make(max_inbound=1)
+        a, _ = await nets.make()
+        b, _ = await nets.make()
+        await a.connect(addr(hub))
+        with pytest.raises(PeerRefused) as info:
+            await b.connect(addr(hub))
+        assert "too many inbound peers" in info.value.message
+        assert [p.node_id for p in hub.peers()] == [a.node_id]
+
+
+async def test_ban_by_ip_refuses_new_node_ids_from_that_ip(nets: Nets) -> None:
+    async with asyncio.timeout(10):
+        hub, _ = await nets.make(ban_loopback_ips=True, ban_duration_s=60)
+        a, _ = await nets.make()
+        await a.connect(addr(hub))
+        await wait_for(lambda: hub.peers())
+        hub.report_misbehaviour(a.node_id, Reason.BAD_SIGNATURE, "invalid vote signature")
+        await wait_for(lambda: hub.peers() == [])
+        assert hub.is_banned(a.node_id) and hub.is_banned("127.0.0.1")
+        fresh, _ = await nets.make()
+        with pytest.raises(PeerRefused):
+            await fresh.connect(addr(hub))
+        assert hub.unban("127.0.0.1")
+        await fresh.connect(addr(hub))
+        # The node id ban outlives the IP ban.
+        with pytest.raises(PeerRefused):
+            await a.connect(addr(hub))
+
+
+async def test_peer_status_reports_height_and_tip(nets: Nets) -> None:
+    async with asyncio.timeout(10):
+        a, _ = await nets.make()
+        b, hb = await nets.make(handler=Handler(height=4))
+        await b.connect(addr(a))  # A asks its inbound peer through B's listen address
+        await wait_for(lambda: a.peers())
+        hb.height = 12
+        height, tip = await a.peer_status(b.node_id)
+        assert (height, tip) == hb.local_status()
+        assert a.peers()[0].height == 12
+        assert a.best_height() == 12

@@ -92,11 +92,12 @@ def is_routable_address(address: str, *, allow_local: bool, max_len: int = 262) 
         if host == "localhost":
             return allow_local
         return _HOSTNAME.match(host) is not None
-    if ip.is_unspecified or ip.is_multicast or ip.is_reserved or ip.is_link_local:
+    if ip.is_unspecified or ip.is_multicast or ip.is_link_local:
         return False
     if ip.is_loopback or ip.is_private:
         return allow_local
-    return True
+    # ::1 counts as reserved in ipaddress, so this comes after the loopback case.
+    return not ip.is_reserved
 
 
 @dataclass(slots=True)

@@ -508,6 +508,8 @@ class PeerNetwork:
             raise PeerRefused("partitioned (fault injection)", reason=Reason.UNSPECIFIED)
         dialer_id = self.node_id if direction == OUTBOUND else node_id
         self._check_duplicate(node_id, dialer_id)
+        if direction == INBOUND and self._count(INBOUND) >= self.cfg.max_inbound:
+            raise PeerRefused("too many inbound peers", reason=Reason.RATE_LIMITED)
         token = os.urandom(hs.SESSION_TOKEN_LEN)
         pending: asyncio.Future[Peer | None] = asyncio.get_running_loop().create_future()
         self._pending_sessions[token] = pending
@@ -625,8 +627,9 @@ class PeerNetwork:
                     encode_gossip(
                         p2p_pb2.GossipMessage(
                             disconnect=p2p_pb2.Disconnect(
-                                reason=int(exc.reason), message=exc.message[:256]
-                            )  # type: ignore[arg-type]
+                                reason=int(exc.reason),  # type: ignore[arg-type]
+                                message=exc.message[:256],
+                            )
                         )
                     )
                 )
