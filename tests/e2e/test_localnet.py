@@ -1,0 +1,181 @@
+"""Multi-process masternode networks on loopback: agreement, crashes, halts, late joiners."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from timecoin.api.client import ApiClient
+from timecoin.testnet import write_testnet
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_base(n_ports: int) -> int:
+    for _ in range(200):
+        base = random.randrange(20_000, 60_000, 2)
+        try:
+            socks = []
+            for p in range(base, base + n_ports):
+                s = socket.socket()
+                s.bind(("127.0.0.1", p))
+                socks.append(s)
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+        return base
+    raise RuntimeError("no free port range")
+
+
+class LocalNet:
+    def __init__(self, out: Path, validators: int, observers: int = 0, block_ms: int = 500) -> None:
+        self.out = out
+        total = validators + observers
+        self.base = _free_base(2 * total)
+        self.configs = write_testnet(
+            out, validators, base_port=self.base, block_interval_ms=block_ms, observers=observers
+        )
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    def start(self, i: int) -> None:
+        log = open(self.out / f"node{i + 1}.log", "ab")  # noqa: SIM115
+        self.procs[i] = subprocess.Popen(
+            [sys.executable, "-m", "timecoin.cli", "--config", str(self.configs[i])],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=dict(os.environ),
+        )
+
+    def stop(self, i: int, sig: int = signal.SIGTERM) -> int:
+        p = self.procs[i]
+        if p.poll() is None:
+            p.send_signal(sig)
+        return p.wait(20)
+
+    def client(self, i: int) -> ApiClient:
+        return ApiClient(f"127.0.0.1:{self.base + 2 * i + 1}")
+
+    def log(self, i: int) -> str:
+        return (self.out / f"node{i + 1}.log").read_text()
+
+    async def height(self, i: int) -> int:
+        try:
+            async with self.client(i) as c:
+                return (await c.status()).height
+        except Exception:
+            return -1
+
+    async def wait_height(self, nodes: list[int], target: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            heights = [await self.height(i) for i in nodes]
+            if min(heights) >= target:
+                return
+            if time.monotonic() > deadline:
+                logs = "\n".join(self.log(i)[-1500:] for i in nodes)
+                raise TimeoutError(f"heights {heights} < {target}\n{logs}")
+            await asyncio.sleep(0.3)
+
+    async def block_id(self, i: int, height: int) -> tuple[bytes, bytes]:
+        from timecoin.wire.codec import decode_header
+
+        async with self.client(i) as c:
+            resp = await c.get_block(height=height)
+            header = decode_header(resp.block.header_bytes)
+            return bytes(resp.block_hash), header.utxo_commitment
+
+    def kill_all(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+
+
+@pytest.fixture
+def localnet(tmp_path):
+    nets: list[LocalNet] = []
+
+    def make(validators: int, observers: int = 0, block_ms: int = 500) -> LocalNet:
+        n = LocalNet(tmp_path / f"net{len(nets)}", validators, observers, block_ms)
+        nets.append(n)
+        return n
+
+    yield make
+    for n in nets:
+        n.kill_all()
+
+
+async def _same_chain(net: LocalNet, nodes: list[int], upto: int) -> None:
+    for h in range(1, upto + 1):
+        ids = {await net.block_id(i, h) for i in nodes}
+        assert len(ids) == 1, f"nodes disagree at height {h}: {ids}"
+
+
+async def test_four_validators_agree_survive_a_crash_and_resync(localnet):
+    net = localnet(4)
+    for i in range(4):
+        net.start(i)
+    async with asyncio.timeout(150):
+        await net.wait_height([0, 1, 2, 3], 4, 60)
+        await _same_chain(net, [0, 1, 2, 3], 4)
+        for i in range(4):
+            log = net.log(i)
+            assert "Peer connected" in log and "Consensus activated" in log
+            assert "Block produced" in log
+
+        # kill -9 one validator (1/4 of the power): the others keep finalizing
+        net.stop(3, signal.SIGKILL)
+        h = max([await net.height(i) for i in range(3)])
+        await net.wait_height([0, 1, 2], h + 3, 60)
+
+        # restart it: it syncs and rejoins
+        net.start(3)
+        h = max([await net.height(i) for i in range(3)])
+        await net.wait_height([3], h, 60)
+        await net.wait_height([0, 1, 2, 3], h + 2, 60)
+        await _same_chain(net, [0, 1, 2, 3], h + 2)
+
+
+async def test_one_third_of_power_stopped_halts_then_resumes(localnet):
+    net = localnet(3)
+    for i in range(3):
+        net.start(i)
+    async with asyncio.timeout(150):
+        await net.wait_height([0, 1, 2], 3, 60)
+        assert net.stop(2) == 0
+        await asyncio.sleep(1.0)
+        halted_at = max([await net.height(i) for i in range(2)])
+        await asyncio.sleep(5.0)
+        # 2 of 3 equal validators hold exactly 2/3, not more: no block may be final
+        assert max([await net.height(i) for i in range(2)]) <= halted_at + 1
+        before = [await net.height(i) for i in range(2)]
+        net.start(2)
+        await net.wait_height([0, 1, 2], max(before) + 3, 90)
+        await _same_chain(net, [0, 1, 2], max(before) + 3)
+
+
+async def test_late_full_node_syncs_from_genesis_and_follows(localnet):
+    net = localnet(3, observers=1)
+    for i in range(3):
+        net.start(i)
+    async with asyncio.timeout(150):
+        await net.wait_height([0, 1, 2], 8, 60)
+        net.start(3)  # a non-validator joins late
+        target = max([await net.height(i) for i in range(3)])
+        await net.wait_height([3], target, 60)
+        assert "Sync finished" in net.log(3)
+        await net.wait_height([3], target + 3, 60)  # and keeps following
+        await _same_chain(net, [0, 3], target + 3)
