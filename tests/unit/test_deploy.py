@@ -90,11 +90,11 @@ def strip_timed(argv: list[str]) -> list[str]:
 
 
 def shell_timed_invocations(script: str) -> Iterator[list[str]]:
-    """The `timed ...` commands in a small sh script (split at `;`, `&&` and newlines)."""
-    for part in re.split(r";|&&|\n", script):
-        words = shlex.split(part)
-        if words and _is_timed(words[0]):
-            yield words[1:]
+    """The `timed ...` commands of a small sh script: lines starting with `timed`, up to `;`."""
+    for line in script.replace("\\\n", " ").splitlines():
+        line = line.strip()
+        if _is_timed(line.split(" ", 1)[0]):
+            yield shlex.split(line.split(";", 1)[0])[1:]
 
 
 # --- Dockerfile ------------------------------------------------------------------------
@@ -509,6 +509,50 @@ def test_k8s_statefulset_services_and_probes() -> None:
         assert ctx.params["timeout_s"] < main[probe]["timeoutSeconds"]
     for line in shell_timed_invocations(pod["initContainers"][0]["command"][-1]):
         assert_timed_invocation(line)
+
+
+@needs_yaml
+def test_k8s_init_container_prepares_each_pods_home(tmp_path: Path) -> None:
+    """Run the init container's script for real, with its paths moved under tmp_path."""
+    from timecoin.config import NetworkName
+    from timecoin.core.keys import KeyPair
+    from timecoin.genesis import network_of
+    from timecoin.keyfile import read_key, write_key
+
+    (sts,) = _by_kind(k8s_docs(), "StatefulSet")
+    script = sts["spec"]["template"]["spec"]["initContainers"][0]["command"][-1]
+    etc, home = tmp_path / "etc", tmp_path / "home"
+    for sub in ("config", "genesis", "keys"):
+        (etc / sub).mkdir(parents=True)
+    home.mkdir()
+    shutil.copy(K8S / "config.toml", etc / "config" / "config.toml")
+    (etc / "genesis" / "genesis.json").write_text("{}\n")
+    provided = KeyPair.generate()
+    write_key(etc / "keys" / "timed-2.node_key.json", provided, network_of(NetworkName.TESTNET))
+    script = script.replace("/etc/timed/", f"{etc}/").replace("/var/lib/timed", str(home))
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "POD_NAME": "timed-2"}
+
+    def run() -> None:
+        res = _run(["/bin/sh", "-ec", script], env=env)
+        assert res.returncode == 0, res.stderr
+
+    run()
+    cfg = load_config(home / "config.toml")
+    assert cfg.p2p.external_address == "timed-2.timed-headless:24100"
+    assert cfg.p2p.persistent_peers == [f"timed-{i}.timed-headless:24100" for i in (0, 1, 3)]
+    assert (home / "genesis.json").read_text() == "{}\n"
+    # The Secret's key is installed; the missing validator key is created by `timed init`.
+    assert read_key(home / "node_key.json").pubkey == provided.pubkey
+    validator = read_key(home / "validator_key.json").pubkey
+    assert (home / "node_key.json").stat().st_mode & 0o077 == 0
+    # A restart keeps the keys on the volume even if the Secret changes.
+    (etc / "keys" / "timed-2.node_key.json").unlink()
+    write_key(
+        etc / "keys" / "timed-2.node_key.json", KeyPair.generate(), network_of(NetworkName.TESTNET)
+    )
+    run()
+    assert read_key(home / "node_key.json").pubkey == provided.pubkey
+    assert read_key(home / "validator_key.json").pubkey == validator
 
 
 # --- systemd -------------------------------------------------------------------------------
