@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from timecoin.storage.chainstore import ChainStore
 
 log = logging.getLogger("timed")
+BYZANTINE_ENV = "TIMED_TEST_BYZANTINE"
 
 
 def locate(config_file: Path | None, home: Path | None, dev: bool) -> tuple[Path, NodeConfig]:
@@ -70,6 +72,11 @@ async def serve(home: Path, cfg: NodeConfig) -> None:
             network = _make_network(cfg, home, node, node_key, container)
             node.network = network
             servers.insert(0, network)
+        if os.environ.get(BYZANTINE_ENV) == "double-vote":
+            # Test-only: lets the end-to-end suite prove that equivocation is
+            # caught, turned into evidence and punished. Never set in production.
+            log.warning("TEST-ONLY BYZANTINE MODE: this validator double-votes")
+            node.byzantine_key = container.signer().key
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, node.stop)

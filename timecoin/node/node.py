@@ -60,6 +60,7 @@ from timecoin.core.errors import (
     Reason,
     TimecoinError,
 )
+from timecoin.core.signing import vote_sign_digest
 from timecoin.core.tx import check_signatures, validate_transaction_stateless
 from timecoin.core.types import (
     Block,
@@ -150,6 +151,8 @@ class Node:
         """Blocks carried by proposals: hash -> (height, block, bytes); bounded per height."""
         self._pending_validation: set[bytes] = set()
         self.sync_target = 0
+        self.byzantine_key: Any = None
+        """Test-only (``TIMED_TEST_BYZANTINE=double-vote``): the key used to equivocate."""
         self._last_proposal: Proposal | None = None
         self._own_votes: list[Vote] = []
         self._timers: set[asyncio.TimerHandle] = set()
@@ -310,6 +313,8 @@ class Node:
                     self.network.broadcast_consensus(
                         consensus_pb2.ConsensusMessage(vote=vote_to_pb(vote))
                     )
+                    if self.byzantine_key is not None:
+                        self._equivocate(vote)
 
     def _build(self, height: int) -> ProposedBlock | None:
         if height != self.chain.height + 1 or self.address is None:
@@ -375,6 +380,22 @@ class Node:
         self._last_proposal = None
         self._own_votes = []
         self.blocks_committed += 1
+
+    def _equivocate(self, vote: Vote) -> None:
+        """Test-only byzantine mode: also sign and send a conflicting vote (no guard)."""
+        assert self.byzantine_key is not None
+        twin = Vote(
+            vote.type,
+            vote.height,
+            vote.round,
+            b"" if vote.block_hash else b"\x66" * 32,
+            vote.validator_address,
+        )
+        sig = self.byzantine_key.sign(vote_sign_digest(self.params.chain_id, twin))
+        twin = Vote(
+            twin.type, twin.height, twin.round, twin.block_hash, twin.validator_address, sig
+        )
+        self.network.broadcast_consensus(consensus_pb2.ConsensusMessage(vote=vote_to_pb(twin)))
 
     # --- blocks from peers ----------------------------------------------------------
 
