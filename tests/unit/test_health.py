@@ -226,3 +226,18 @@ async def test_command_reads_a_config_file(node: Node, tmp_path: Path) -> None:
     code, out = await asyncio.to_thread(_invoke, "--config", str(tmp_path / "missing.toml"))
     assert code == EXIT_UNREACHABLE
     assert "cannot read config" in out
+
+
+async def test_against_the_node_client_listener(tmp_path: Path) -> None:
+    # The real listener (auth and strict-request interceptors in front of health).
+    from api_fake_node import running
+
+    async with running(tmp_path) as r:
+        target = f"127.0.0.1:{r.server.port}"
+        assert await asyncio.to_thread(check_health, target, 3.0) == EXIT_SERVING
+        chain = "timecoin.chain.v1.ChainService"
+        assert await asyncio.to_thread(check_health, target, 3.0, service=chain) == 0
+        await r.server.set_serving(False)
+        assert await asyncio.to_thread(check_health, target, 3.0) == EXIT_NOT_SERVING
+    # Stopped: nothing listens on the port any more.
+    assert await asyncio.to_thread(check_health, target, 2.0) == EXIT_UNREACHABLE
