@@ -9,8 +9,8 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from timecoin.core.errors import Reason
-from timecoin.telemetry.metrics import NodeMetrics, start_metrics_server
+from timecoin.core.errors import ConfigError, Reason
+from timecoin.telemetry.metrics import NodeMetrics, serve_metrics, start_metrics_server
 
 VALIDATORS = ["TIME0aaaa", "TIME0bbbb", "TIME0cccc"]
 
@@ -199,3 +199,37 @@ def test_http_endpoint_busy_port_raises() -> None:
         busy.listen()
         with pytest.raises(OSError):
             start_metrics_server("127.0.0.1", busy.getsockname()[1], NodeMetrics())
+
+
+def test_serve_metrics_from_a_config_value() -> None:
+    m = NodeMetrics()
+    assert serve_metrics("", m) is None
+    server = serve_metrics("127.0.0.1:0", m)
+    assert server is not None
+    try:
+        assert ("timed_chain_height", ()) in samples(_get(server.url))
+    finally:
+        server.stop()
+    for bad in ("9100", "127.0.0.1:", ":9100", "127.0.0.1:99999", "host:port"):
+        with pytest.raises(ConfigError):
+            serve_metrics(bad, m)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(ConfigError, match="cannot serve metrics"):
+            serve_metrics(f"127.0.0.1:{busy.getsockname()[1]}", m)
+
+
+def test_serve_metrics_on_ipv6_loopback() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        server = serve_metrics("[::1]:0", NodeMetrics())
+    except ConfigError as exc:
+        pytest.skip(f"IPv6 loopback unavailable: {exc}")
+    assert server is not None
+    try:
+        assert server.url.startswith("http://[::1]:")
+        assert ("timed_chain_height", ()) in samples(_get(server.url))
+    finally:
+        server.stop()

@@ -11,6 +11,11 @@ Nothing here is imported by ``core/`` or ``consensus/``; the node's asyncio
 shell calls these objects.
 """
 
-from timecoin.telemetry.metrics import MetricsServer, NodeMetrics, start_metrics_server
+from timecoin.telemetry.metrics import (
+    MetricsServer,
+    NodeMetrics,
+    serve_metrics,
+    start_metrics_server,
+)
 
-__all__ = ["MetricsServer", "NodeMetrics", "start_metrics_server"]
+__all__ = ["MetricsServer", "NodeMetrics", "serve_metrics", "start_metrics_server"]

@@ -29,7 +29,7 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import generate_latest, start_http_server
 
-from timecoin.core.errors import Reason
+from timecoin.core.errors import ConfigError, Reason
 
 NAMESPACE = "timed"
 
@@ -367,3 +367,21 @@ def start_metrics_server(host: str, port: int, metrics: NodeMetrics) -> MetricsS
     """
     httpd, thread = start_http_server(port, addr=host, registry=metrics.registry)
     return MetricsServer(httpd, thread)
+
+
+def serve_metrics(listen: str, metrics: NodeMetrics) -> MetricsServer | None:
+    """Start the endpoint at *listen* (``host:port``, ``[v6]:port``); None when *listen* is empty.
+
+    This is what the node calls with its config value: empty means metrics are
+    off. Raises ConfigError for a malformed address or one that cannot be bound.
+    """
+    if not listen:
+        return None
+    host, sep, port_s = listen.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port_s.isdigit() or int(port_s) > 65535:
+        raise ConfigError(f"metrics listen address {listen!r} is not host:port")
+    try:
+        return start_metrics_server(host, int(port_s), metrics)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve metrics on {listen}: {exc.strerror or exc}") from None
