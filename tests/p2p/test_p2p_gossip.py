@@ -250,3 +250,38 @@ def test_fault_schedule_from_env_is_seeded() -> None:
     assert FaultSchedule.from_env({}) is None
     with pytest.raises(ValueError):
         FaultSchedule.from_json('{"rules": [{"kind": "explode"}]}')
+
+
+async def test_faults_from_env_partition_on_a_shared_clock(
+    nets: Nets, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import time
+
+    async with asyncio.timeout(10):
+        b, _ = await nets.make()
+        sched = {
+            "seed": 5,
+            "epoch_unix_s": time.time(),
+            "rules": [{"kind": "partition", "peers": [b.node_id.hex()], "end_s": 0.5}],
+        }
+        monkeypatch.setenv("TIMECOIN_P2P_FAULTS", json.dumps(sched))
+        a, _ = await nets.make()
+        with pytest.raises(PeerRefused):
+            await a.connect(addr(b))
+        await asyncio.sleep(0.6)
+        await a.connect(addr(b))  # the partition healed
+
+
+async def test_dial_to_a_closed_port_fails_fast(nets: Nets) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    async with asyncio.timeout(5):
+        a, _ = await nets.make()
+        with pytest.raises(PeerRefused):
+            await a.connect(f"127.0.0.1:{port}")
+        with pytest.raises(PeerRefused):
+            await a.connect("not-an-address")

@@ -9,13 +9,16 @@ It is enabled only from configuration: ``P2PConfig.faults`` or, for
 multi-process tests, the ``TIMECOIN_P2P_FAULTS`` environment variable holding
 JSON::
 
-    {"seed": 7, "rules": [
+    {"seed": 7, "epoch_unix_s": 1764100000.0, "rules": [
       {"kind": "drop", "peers": ["*"], "probability": 0.1},
       {"kind": "delay", "peers": ["<node id hex>"], "delay_ms": 200, "start_s": 5, "end_s": 20},
       {"kind": "partition", "peers": ["<node id hex>", "..."], "start_s": 10, "end_s": 30}
     ]}
 
 ``peers`` names the *remote* node ids (hex) a rule applies to; ``"*"`` is any.
+``epoch_unix_s`` (optional) makes windows count from a shared wall-clock time
+so several processes partition at the same moment; without it they count from
+each network's ``start()``.
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ class FaultSchedule:
 
     seed: int = 0
     rules: tuple[FaultRule, ...] = ()
+    epoch_unix_s: float | None = None
+    """If set, rule windows count from this wall-clock time (shared by processes)
+    instead of from each network's start."""
     _rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -79,7 +85,12 @@ class FaultSchedule:
             )
             for r in raw.get("rules", [])
         )
-        return cls(seed=int(raw.get("seed", 0)), rules=rules)
+        epoch = raw.get("epoch_unix_s")
+        return cls(
+            seed=int(raw.get("seed", 0)),
+            rules=rules,
+            epoch_unix_s=None if epoch is None else float(epoch),
+        )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> FaultSchedule | None:

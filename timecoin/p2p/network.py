@@ -47,7 +47,7 @@ from timecoin.p2p.addrbook import (
 )
 from timecoin.p2p.config import P2PConfig
 from timecoin.p2p.errors import Misbehaviour, PeerRefused
-from timecoin.p2p.faults import DROP
+from timecoin.p2p.faults import DROP, FaultSchedule
 from timecoin.p2p.limits import BanList, SeenCache
 from timecoin.p2p.peer import (
     INBOUND,
@@ -210,6 +210,9 @@ class PeerNetwork:
         self._rng = random.Random()
         self.port = 0
         self._stopping = False
+        self._faults = cfg.faults if cfg.faults is not None else FaultSchedule.from_env()
+        if self._faults is not None:
+            log.warning("P2P fault injection enabled: %d rules", len(self._faults.rules))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -267,10 +270,12 @@ class PeerNetwork:
         self._stopping = True
         for p in list(self._peers.values()):
             p.close(Reason.UNSPECIFIED, "shutting down")
-        tasks = list(self._tasks)
-        if tasks:
-            # Peers get a moment to send their Disconnect before the tasks go.
-            await asyncio.wait(tasks, timeout=grace)
+        # Peers get a moment to send their Disconnect before the tasks go.
+        waits = [asyncio.ensure_future(p.finished.wait()) for p in self._peers.values()]
+        if waits:
+            await asyncio.wait(waits, timeout=grace)
+            for w in waits:
+                w.cancel()
         for t in list(self._tasks):
             t.cancel()
         if self._tasks:
@@ -464,15 +469,20 @@ class PeerNetwork:
 
     # ------------------------------------------------------------------ faults
 
+    def _fault_elapsed(self, f: FaultSchedule) -> float:
+        if f.epoch_unix_s is not None:
+            return time.time() - f.epoch_unix_s
+        return time.monotonic() - self._started_at
+
     def _fault_delay(self, peer_id: bytes) -> float:
-        f = self.cfg.faults
+        f = self._faults
         if f is None:
             return 0.0
-        return f.decide(peer_id, time.monotonic() - self._started_at)
+        return f.decide(peer_id, self._fault_elapsed(f))
 
     def _partitioned(self, peer_id: bytes) -> bool:
-        f = self.cfg.faults
-        return f is not None and f.is_partitioned(peer_id, time.monotonic() - self._started_at)
+        f = self._faults
+        return f is not None and f.is_partitioned(peer_id, self._fault_elapsed(f))
 
     # ------------------------------------------------------------------ handshake
 
@@ -670,7 +680,8 @@ class PeerNetwork:
                     if isinstance(exc, Misbehaviour):
                         self._punish(peer, exc.reason, exc.score, exc.message)
                     elif not isinstance(exc, (grpc.aio.AioRpcError, asyncio.CancelledError)):
-                        log.debug("peer task failed: %r", exc)
+                        # A bug in a handler must not pass silently as a disconnect.
+                        log.warning("Peer task failed peer=%s", peer.address, exc_info=exc)
         finally:
             for t in [*tasks, closed]:
                 t.cancel()
@@ -683,6 +694,7 @@ class PeerNetwork:
                         )
             peer.closed.set()
             self._forget(peer)
+            peer.finished.set()
             event(
                 log,
                 "Peer disconnected",
@@ -1201,6 +1213,13 @@ class PeerNetwork:
                     self._addr_node.setdefault(e.address, nid)
                     self._spawn(self._dial_loop(e.address, persistent=False))
                     free -= 1
+            if self._count(OUTBOUND) < self.cfg.max_outbound and self._peers:
+                # Short of peers: ask one connected peer for more addresses.
+                if self._rng.random() < 0.25:
+                    p = self._rng.choice(list(self._peers.values()))
+                    p.enqueue_control(
+                        encode_gossip(p2p_pb2.GossipMessage(pex_request=p2p_pb2.PexRequest()))
+                    )
             self.book.save()
 
     # ------------------------------------------------------------------ block sync client

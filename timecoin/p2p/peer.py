@@ -119,6 +119,8 @@ class Peer:
         self.last_recv = time.monotonic()
         self.close_reason: p2p_pb2.Disconnect | None = None
         self.closed = asyncio.Event()
+        self.finished = asyncio.Event()
+        """Set when the connection's tasks are done and it is unregistered."""
         self.exchange_attached = False
         self.exchange_ready = asyncio.Event()
         self.control_q: asyncio.Queue[bytes] = asyncio.Queue(cfg.control_queue)
