@@ -124,9 +124,11 @@ def testnet(
 
 def _add_commands() -> None:
     from timecoin.cli_client import register
+    from timecoin.cli_masternode import masternode
     from timecoin.sim.cli import sim
 
     main.add_command(sim)
+    main.add_command(masternode)
     register(main)
 
 

@@ -266,3 +266,76 @@ async def test_double_signing_validator_is_caught_and_removed(localnet):
         # the three honest validators (300 of 300 power now) keep finalizing
         await net.wait_height([0, 1, 2], h + 3, 60)
         await _same_chain(net, [0, 1, 2], h + 3)
+
+
+async def test_masternode_registration_joins_then_deregistration_leaves(localnet):
+    """The CLI registers a running full node's operator key; it starts signing at H+2."""
+    net = localnet(3, observers=1)
+    for i in range(4):
+        net.start(i)
+    from timecoin.core.keys import pubkey_hash
+    from timecoin.keyfile import read_key
+
+    operator = pubkey_hash(read_key(net.out / "node4" / "validator_key.json").pubkey)
+    rpc = ["--rpc", f"127.0.0.1:{net.base + 1}", "--cookie", str(net.out / "node1" / ".cookie")]
+
+    def cli(*args: str) -> str:
+        res = subprocess.run(
+            [sys.executable, "-m", "timecoin.cli", "masternode", *args, *rpc],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=120,
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+        return res.stdout
+
+    async with asyncio.timeout(200):
+        await net.wait_height([0, 1, 2, 3], 2, 60)
+        out = await asyncio.to_thread(
+            cli,
+            "register",
+            "--tier",
+            "silver",
+            "--operator-key",
+            str(net.out / "node4" / "validator_key.json"),
+            "--from-key",
+            str(net.out / "faucet.json"),
+        )
+        collateral = next(ln.split()[1] for ln in out.splitlines() if ln.startswith("collateral:"))
+        final_at = int(
+            next(ln.split()[2].rstrip(";") for ln in out.splitlines() if ln.startswith("final:"))
+        )
+        # H+2: the set deciding final_at + 1 does not have it yet; the one for final_at + 2 does
+        assert operator.hex() not in await asyncio.to_thread(
+            cli, "list", "--height", str(final_at + 1)
+        )
+        await net.wait_height([0], final_at, 30)
+        listing = await asyncio.to_thread(cli, "list", "--height", str(final_at + 2))
+        assert operator.hex() in listing and "silver" in listing
+        # the new validator signs commits: find its precommit in a later block's last_commit
+        deadline = time.monotonic() + 60
+        signed = False
+        while not signed:
+            assert time.monotonic() < deadline, net.log(3)[-2000:]
+            h = await net.height(0)
+            async with net.client(0) as c:
+                resp = await c.get_block(height=h)
+                signed = operator in {
+                    bytes(s.validator_address) for s in resp.block.last_commit.signatures
+                }
+            await asyncio.sleep(0.5)
+
+        await asyncio.to_thread(
+            cli,
+            "deregister",
+            "--collateral",
+            collateral,
+            "--from-key",
+            str(net.out / "faucet.json"),
+        )
+        await asyncio.sleep(2.0)
+        listing = await asyncio.to_thread(cli, "list")
+        assert operator.hex() not in listing, listing
+        h = await net.height(0)
+        await net.wait_height([0, 1, 2], h + 2, 60)
