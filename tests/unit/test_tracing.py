@@ -180,38 +180,28 @@ async def test_otlp_export_reaches_an_in_process_collector() -> None:
         "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
         reason="opentelemetry-exporter-otlp-proto-grpc is not installed (==1.45.2)",
     )
-    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+    from timecoin.telemetry.collector import InProcessCollector
 
-    received: list[trace_service_pb2.ExportTraceServiceRequest] = []
-
-    class Collector(trace_service_pb2_grpc.TraceServiceServicer):
-        async def Export(self, request, context):  # noqa: N802 - gRPC method name
-            received.append(request)
-            return trace_service_pb2.ExportTraceServiceResponse()
-
-    server = grpc.aio.server()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Collector(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        t = NodeTracing(TracingSettings(endpoint=f"127.0.0.1:{port}", service_name="timed-node1"))
-        assert t.exporting
-        with t.span("block.commit", attributes={"block.height": 7}):
-            pass
+    async with InProcessCollector() as collector:
+        nodes = [
+            NodeTracing(TracingSettings(endpoint=collector.endpoint, service_name=f"timed-node{i}"))
+            for i in (1, 2, 3)
+        ]
+        assert all(t.exporting for t in nodes)
+        with nodes[0].span("wallet.submit", attributes={"block.height": 7}):
+            carrier = current_carrier()
+            trace_id = current_trace_id()
+        for t in nodes[1:]:
+            with t.span("mempool.add", carrier=carrier):
+                pass
         # The exporter is synchronous gRPC: flush off the loop that serves the collector.
-        assert await asyncio.to_thread(t.force_flush)
-        await asyncio.to_thread(t.shutdown)
-    finally:
-        await server.stop(None)
-    spans = [
-        (rs.resource, span)
-        for req in received
-        for rs in req.resource_spans
-        for ss in rs.scope_spans
-        for span in ss.spans
-    ]
-    assert [s.name for _, s in spans] == ["block.commit"]
-    resource, span = spans[0]
-    attrs = {a.key: a.value for a in resource.attributes}
-    assert attrs["service.name"].string_value == "timed-node1"
-    assert {a.key: a.value.int_value for a in span.attributes}["block.height"] == 7
+        for t in nodes:
+            assert await asyncio.to_thread(t.force_flush)
+        spans = await collector.wait_for(lambda s: len(s) >= 3)
+        for t in nodes:
+            await asyncio.to_thread(t.shutdown)
+    assert trace_id is not None
+    assert collector.services_in_trace(trace_id) == {"timed-node1", "timed-node2", "timed-node3"}
+    root = next(s for s in spans if s.name == "wallet.submit")
+    assert root.parent_span_id == "" and root.attributes["block.height"] == 7
+    assert {s.parent_span_id for s in spans if s.name == "mempool.add"} == {root.span_id}
