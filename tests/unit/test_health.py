@@ -168,10 +168,10 @@ async def test_tls_listener_needs_its_certificate() -> None:
 # --- the click command ---------------------------------------------------------------
 
 
-def _invoke(*args: str) -> tuple[int, str]:
+def _invoke(*args: str, env: dict[str, str | None] | None = None) -> tuple[int, str]:
     group = click.Group("timed")
     register(group)
-    result = CliRunner().invoke(group, ["health", *args], env={"TIMED_HOME": None})
+    result = CliRunner().invoke(group, ["health", *args], env={"TIMED_HOME": None, **(env or {})})
     return result.exit_code, result.output
 
 
@@ -223,6 +223,19 @@ async def test_command_reads_a_config_file(node: Node, tmp_path: Path) -> None:
     path.write_text(dump_config(cfg))
     code, out = await asyncio.to_thread(_invoke, "--config", str(path))
     assert (code, out.strip()) == (EXIT_SERVING, f"SERVING: 127.0.0.1:{node.port}")
+    # The image sets TIMED_HOME; with --config it must not decide where TLS files are.
+    cert_cfg = NodeConfig(
+        network=NetworkName.TESTNET,
+        api={"listen": f"127.0.0.1:{node.port}", "tls_cert_file": "c.pem", "tls_key_file": "k"},
+    )
+    tls_path = tmp_path / "tls" / "node1.toml"
+    tls_path.parent.mkdir()
+    tls_path.write_text(dump_config(cert_cfg))
+    code, out = await asyncio.to_thread(
+        _invoke, "--config", str(tls_path), env={"TIMED_HOME": str(tmp_path / "elsewhere")}
+    )
+    assert code == EXIT_UNREACHABLE
+    assert str(tls_path.parent / "c.pem") in out  # looked beside the config file
     code, out = await asyncio.to_thread(_invoke, "--config", str(tmp_path / "missing.toml"))
     assert code == EXIT_UNREACHABLE
     assert "cannot read config" in out

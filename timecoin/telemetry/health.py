@@ -184,7 +184,10 @@ def health(
         cert: Path | None = None
         if config_file is not None:
             # Relative paths in a --config file resolve against its directory
-            # unless --home is given (timecoin.node.app.locate).
+            # unless --home is given (timecoin.node.app.locate); a home that only
+            # came from TIMED_HOME does not count, as `timed serve` ignores it too.
+            if ctx.get_parameter_source("home") is click.core.ParameterSource.ENVIRONMENT:
+                home = None
             cfg = load_config(config_file)
             base = home or config_file.resolve().parent
             target_rpc = rpc or _client_address(cfg.api.listen)
