@@ -552,7 +552,12 @@ class PeerNetwork:
         ack = p2p_pb2.HelloAck(
             signature=hs.sign_challenge(self.identity, theirs.challenge), session_token=token
         )
-        await stream.write(encode_gossip(p2p_pb2.GossipMessage(hello_ack=ack)))
+        try:
+            await stream.write(encode_gossip(p2p_pb2.GossipMessage(hello_ack=ack)))
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError):
+            # The other side refused and ended the stream while we answered:
+            # its Disconnect (already received) says why.
+            pass
         data = await self._read_frame(stream, small, timeout)
         their_ack = self._decode_gossip(data, expect="hello_ack").hello_ack
         hs.verify_ack(self.identity, theirs, ours.challenge, their_ack)
@@ -643,6 +648,14 @@ class PeerNetwork:
                         )
                     )
                 )
+                if direction == INBOUND:
+                    # Keep the stream open until the dialer has read the
+                    # Disconnect and hung up (a bounded drain): ending it at
+                    # once would fail the dialer's in-flight HelloAck write and
+                    # lose the reason.
+                    for _ in range(4):
+                        if await stream.read() is grpc.aio.EOF:
+                            break
 
     # ------------------------------------------------------------------ connection run
 
@@ -1005,10 +1018,7 @@ class PeerNetwork:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many handshakes")
         self._pending_inbound += 1
         try:
-            try:
-                peer = await self._handshake(context, direction=INBOUND, address=address, ip=ip)
-            finally:
-                self._pending_inbound -= 1
+            peer = await self._handshake(context, direction=INBOUND, address=address, ip=ip)
         except PeerRefused as exc:
             await self._refuse(context, exc, address, INBOUND)
             return
@@ -1020,6 +1030,9 @@ class PeerNetwork:
                 INBOUND,
             )
             return
+        finally:
+            # Counted until a refused stream is drained, so refusals stay bounded too.
+            self._pending_inbound -= 1
         await self._run_peer(peer, context)
 
     async def _serve_exchange(self, _requests: Any, context: grpc.aio.ServicerContext) -> None:
@@ -1358,7 +1371,13 @@ class PeerNetwork:
                 for task in done:
                     idx, peer = in_flight.pop(task)
                     peer.sync_in_flight -= 1
-                    exc = task.exception()
+                    # A call on a channel closed under it (its peer was just
+                    # banned or left) ends cancelled: that is a failure too.
+                    exc = (
+                        ConnectionError("request cancelled")
+                        if task.cancelled()
+                        else task.exception()
+                    )
                     if exc is None:
                         results[idx] = task.result()
                         idle_since = time.monotonic()
