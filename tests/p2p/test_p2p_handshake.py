@@ -34,6 +34,8 @@ async def test_two_networks_connect_and_authenticate(nets: Nets) -> None:
         info = await a.connect(addr(b))
         assert info.node_id == b.node_id
         assert info.direction == OUTBOUND
+        await b.wait_for_peers(1)
+        assert b.stats()["peers_inbound"] == 1 and a.stats()["peers_outbound"] == 1
         await wait_for(lambda: [p.node_id for p in b.peers()] == [a.node_id])
         assert b.peers()[0].direction == INBOUND
         assert b.peers()[0].listen_address == addr(a)
@@ -279,3 +281,41 @@ async def test_tls_listener_and_dial(nets: Nets, tmp_path) -> None:
         c, _ = await nets.make()
         with pytest.raises(PeerRefused):
             await c.connect(addr(b))
+
+
+async def test_silent_peer_is_dropped_after_the_ping_timeout(nets: Nets) -> None:
+    async with asyncio.timeout(10):
+        b, _ = await nets.make(ping_interval_s=0.1, ping_timeout_s=0.5)
+        raw = RawPeer(addr(b))
+        try:
+            await raw.handshake(identity())
+            await wait_for(lambda: len(b.peers()) == 1)
+            kinds = []
+            while True:  # we never answer: pings arrive, then the Disconnect
+                msg = await raw.recv()
+                if msg is None:
+                    break
+                kinds.append(msg.WhichOneof("kind"))
+                if kinds[-1] == "disconnect":
+                    assert "ping timeout" in msg.disconnect.message
+                    break
+            assert "ping" in kinds and kinds[-1] == "disconnect"
+            await wait_for(lambda: b.peers() == [])
+        finally:
+            await raw.close()
+
+
+async def test_hello_after_the_handshake_is_misbehaviour(nets: Nets) -> None:
+    async with asyncio.timeout(10):
+        b, _ = await nets.make(ban_threshold=100)
+        ident = identity()
+        raw = RawPeer(addr(b))
+        try:
+            await raw.handshake(ident)
+            await wait_for(lambda: len(b.peers()) == 1)
+            for _ in range(2):
+                await raw.send(p2p_pb2.GossipMessage(hello=make_hello(ident, "x:1", 0)))
+            await wait_for(lambda: b.peers() == [])
+            assert b.is_banned(ident.node_id)
+        finally:
+            await raw.close()

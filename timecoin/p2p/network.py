@@ -210,6 +210,7 @@ class PeerNetwork:
         self._rng = random.Random()
         self.port = 0
         self._stopping = False
+        self._peers_changed = asyncio.Event()
         self._faults = cfg.faults if cfg.faults is not None else FaultSchedule.from_env()
         if self._faults is not None:
             log.warning("P2P fault injection enabled: %d rules", len(self._faults.rules))
@@ -311,6 +312,23 @@ class PeerNetwork:
         """One connected peer or None."""
         p = self._peers.get(node_id)
         return p.info() if p is not None else None
+
+    async def wait_for_peers(self, n: int) -> None:
+        """Return once at least *n* peers are connected (wrap in ``asyncio.timeout``)."""
+        while len(self._peers) < n:
+            self._peers_changed.clear()
+            await self._peers_changed.wait()
+
+    def stats(self) -> dict[str, int]:
+        """Counters for metrics: peers by direction, bans, dropped tx batches, book size."""
+        return {
+            "peers_inbound": self._count(INBOUND),
+            "peers_outbound": self._count(OUTBOUND),
+            "bans": len(self.bans.entries()),
+            "dropped_tx_batches": sum(p.dropped_txs for p in self._peers.values()),
+            "address_book": len(self.book.entries),
+            "seen_txs": len(self.seen_txs),
+        }
 
     def update_peer_height(self, node_id: bytes, height: int) -> None:
         """Record that *node_id* has committed *height* (e.g. from its RoundStep)."""
@@ -592,6 +610,7 @@ class PeerNetwork:
         )
         self._peers[node_id] = peer
         self._sessions[token] = peer
+        self._peers_changed.set()
         return peer
 
     def _new_wins(self, old_dialer: bytes, new_dialer: bytes) -> bool:
@@ -724,6 +743,7 @@ class PeerNetwork:
     def _forget(self, peer: Peer) -> None:
         if self._peers.get(peer.node_id) is peer:
             del self._peers[peer.node_id]
+            self._peers_changed.set()
         self._sessions.pop(peer.session_in, None)
         ch = self._channels.pop(peer.session_out, None) if peer.direction == INBOUND else None
         if ch is not None:
