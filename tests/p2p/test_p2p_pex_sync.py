@@ -218,3 +218,13 @@ async def test_peer_status_reports_height_and_tip(nets: Nets) -> None:
         assert (height, tip) == hb.local_status()
         assert a.peers()[0].height == 12
         assert a.best_height() == 12
+
+
+async def test_peer_listening_on_all_interfaces_is_booked_under_its_ip(nets: Nets) -> None:
+    async with asyncio.timeout(10):
+        hub, _ = await nets.make()
+        wild, _ = await nets.make(listen="0.0.0.0:0")
+        assert wild.advertised_address.startswith("0.0.0.0:")
+        await wild.connect(addr(hub))
+        await wait_for(lambda: wild.node_id in hub.book.entries)
+        assert hub.book.entries[wild.node_id].address == f"127.0.0.1:{wild.port}"

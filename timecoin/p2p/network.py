@@ -688,10 +688,10 @@ class PeerNetwork:
             direction=peer.direction,
             height=peer.height,
         )
-        if peer.listen_address and is_routable_address(
-            peer.listen_address, allow_local=self.cfg.allow_local_addresses
-        ):
-            self.book.add(peer.node_id, self._dialable(peer), _now_ms())
+        # A peer listening on 0.0.0.0 is recorded under the IP it came from.
+        dialable = self._dialable(peer) if peer.listen_address else ""
+        if dialable and is_routable_address(dialable, allow_local=self.cfg.allow_local_addresses):
+            self.book.add(peer.node_id, dialable, _now_ms())
         cb = getattr(self.handler, "on_peer_connected", None)
         tasks = [
             asyncio.ensure_future(self._gossip_reader(peer, gossip)),
