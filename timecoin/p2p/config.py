@@ -64,8 +64,8 @@ class P2PConfig:
     max_address_len: int = 262
     """host (253) + ':' + port (5) + brackets for IPv6."""
 
-    tx_rate: RateLimit = RateLimit(rate_per_s=200.0, burst=400.0)
-    """Transaction batches per second from one peer."""
+    tx_rate: RateLimit = RateLimit(rate_per_s=5000.0, burst=10000.0)
+    """Gossiped transactions per second from one peer (a batch costs one token per tx)."""
     consensus_rate: RateLimit = RateLimit(rate_per_s=1000.0, burst=2000.0)
     control_rate: RateLimit = RateLimit(rate_per_s=10.0, burst=30.0)
     """Ping, Pong, PEX and evidence on the Gossip stream."""

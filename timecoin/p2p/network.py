@@ -820,7 +820,7 @@ class PeerNetwork:
         kind = msg.WhichOneof("kind")
         small = self.cfg.max_small_message_bytes
         if kind == "transactions":
-            if not peer.tx_bucket.take():
+            if not peer.tx_bucket.take(max(1, len(msg.transactions.transactions))):
                 raise Misbehaviour(
                     "transaction gossip over its rate", reason=Reason.RATE_LIMITED, score=SCORE_RATE
                 )
