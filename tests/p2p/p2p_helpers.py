@@ -170,7 +170,7 @@ class RawPeer:
         await self.channel.close()
 
     async def handshake(self, ident: Any) -> Any:
-        """Complete a genuine handshake as *ident*; returns the listener's HelloAck."""
+        """Run a genuine handshake as *ident*; return the answer (HelloAck or Disconnect)."""
         from timecoin._proto.p2p.v1 import p2p_pb2
         from timecoin.core.signing import hello_sign_digest
         from timecoin.p2p.handshake import make_hello
@@ -179,4 +179,4 @@ class RawPeer:
         theirs = (await self.recv()).hello
         sig = ident.key.sign(hello_sign_digest(ident.chain_id, theirs.challenge))
         await self.send(p2p_pb2.GossipMessage(hello_ack=p2p_pb2.HelloAck(signature=sig)))
-        return (await self.recv()).hello_ack
+        return await self.recv()

@@ -319,3 +319,34 @@ async def test_hello_after_the_handshake_is_misbehaviour(nets: Nets) -> None:
             assert b.is_banned(ident.node_id)
         finally:
             await raw.close()
+
+
+async def test_redial_replaces_a_connection_that_went_quiet(nets: Nets) -> None:
+    """A restarted node (same key) is not locked out until the stale link times out."""
+    async with asyncio.timeout(10):
+        b, _ = await nets.make(ping_interval_s=0.2, ping_timeout_s=30)
+        ident = identity()
+        stale = RawPeer(addr(b))
+        try:
+            await stale.handshake(ident)  # then never speaks again
+            await wait_for(lambda: len(b.peers()) == 1)
+            fresh = RawPeer(addr(b))
+            try:
+                # Right away the same dialer is a duplicate ...
+                disc = await fresh.handshake(ident)
+                assert disc.WhichOneof("kind") == "disconnect"
+                assert disc.disconnect.reason == Reason.ALREADY_KNOWN
+            finally:
+                await fresh.close()
+            await asyncio.sleep(0.5)
+            # ... once the old link is quiet for two ping intervals it is replaced.
+            again = RawPeer(addr(b))
+            try:
+                ack = (await again.handshake(ident)).hello_ack
+                assert len(ack.session_token) == 32
+                await wait_for(lambda: len(b.peers()) == 1)
+                assert b._peers[ident.node_id].session_in == ack.session_token
+            finally:
+                await again.close()
+        finally:
+            await stale.close()

@@ -587,7 +587,7 @@ class PeerNetwork:
         # Authenticated: resolve a duplicate by the dialer tie-break, then register.
         old = self._peers.get(node_id)
         if old is not None:
-            if not self._new_wins(old.dialer_id, dialer_id):
+            if not self._new_wins(old, dialer_id):
                 raise PeerRefused(
                     "duplicate connection to this node id", reason=Reason.ALREADY_KNOWN
                 )
@@ -613,13 +613,21 @@ class PeerNetwork:
         self._peers_changed.set()
         return peer
 
-    def _new_wins(self, old_dialer: bytes, new_dialer: bytes) -> bool:
-        """Both sides keep the connection dialed by the lower node id; ties keep the old one."""
-        return old_dialer != new_dialer and new_dialer < old_dialer
+    def _new_wins(self, old: Peer, new_dialer: bytes) -> bool:
+        """Decide whether a new connection to an already connected node replaces the old one.
+
+        Both sides keep the connection dialed by the lower node id. A second
+        connection from the same dialer is refused, unless the old one has
+        gone quiet (its process restarted or the path broke before our ping
+        timeout noticed): the dialer only redials when it lost its side.
+        """
+        if old.dialer_id == new_dialer:
+            return time.monotonic() - old.last_recv > 2 * self.cfg.ping_interval_s
+        return new_dialer < old.dialer_id
 
     def _check_duplicate(self, node_id: bytes, dialer_id: bytes) -> None:
         old = self._peers.get(node_id)
-        if old is not None and not self._new_wins(old.dialer_id, dialer_id):
+        if old is not None and not self._new_wins(old, dialer_id):
             raise PeerRefused("duplicate connection to this node id", reason=Reason.ALREADY_KNOWN)
 
     def _count(self, direction: str) -> int:
