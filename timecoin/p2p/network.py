@@ -427,19 +427,19 @@ class PeerNetwork:
         for p in list(self._peers.values()):
             if p.node_id in skip or p.closed.is_set():
                 continue
-            todo = [t for t, i in zip(txs, ids, strict=True) if i not in p.known_txs]
+            todo = [(t, i) for t, i in zip(txs, ids, strict=True) if i not in p.known_txs]
             if not todo:
                 continue
             for start in range(0, len(todo), self.cfg.max_txs_per_batch):
                 batch = todo[start : start + self.cfg.max_txs_per_batch]
                 gm = p2p_pb2.GossipMessage(
-                    transactions=p2p_pb2.TransactionGossip(transactions=batch)
+                    transactions=p2p_pb2.TransactionGossip(transactions=[t for t, _ in batch])
                 )
                 if trace is not None:
                     gm.trace.CopyFrom(trace)
                 if p.enqueue_txs(encode_gossip(gm)):
-                    for t in batch:
-                        p.known_txs.add(sha256(t.body_bytes))
+                    for _, i in batch:
+                        p.known_txs.add(i)
             n += 1
         return n
 
