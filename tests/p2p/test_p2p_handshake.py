@@ -324,7 +324,7 @@ async def test_hello_after_the_handshake_is_misbehaviour(nets: Nets) -> None:
 async def test_redial_replaces_a_connection_that_went_quiet(nets: Nets) -> None:
     """A restarted node (same key) is not locked out until the stale link times out."""
     async with asyncio.timeout(10):
-        b, _ = await nets.make(ping_interval_s=0.2, ping_timeout_s=30)
+        b, _ = await nets.make(ping_interval_s=0.5, ping_timeout_s=30)
         ident = identity()
         stale = RawPeer(addr(b))
         try:
@@ -338,7 +338,7 @@ async def test_redial_replaces_a_connection_that_went_quiet(nets: Nets) -> None:
                 assert disc.disconnect.reason == Reason.ALREADY_KNOWN
             finally:
                 await fresh.close()
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(1.2)
             # ... once the old link is quiet for two ping intervals it is replaced.
             again = RawPeer(addr(b))
             try:
