@@ -530,6 +530,10 @@ class PeerNetwork:
             raise PeerRefused(exc.message, reason=Reason.OVERSIZED) from None
         theirs = self._decode_gossip(data, expect="hello").hello
         node_id = hs.check_hello(self.identity, theirs)
+        if direction == OUTBOUND:
+            # A hint for the dial loop (not yet authenticated): do not redial an
+            # address whose node is already connected the other way round.
+            self._addr_node[address] = node_id
         if self.bans.is_banned(node_id):
             raise PeerRefused("node id is banned", reason=Reason.RATE_LIMITED)
         if self._partitioned(node_id):
@@ -654,10 +658,12 @@ class PeerNetwork:
         return msg
 
     async def _refuse(self, stream: Any, exc: PeerRefused, address: str, direction: str) -> None:
+        # Duplicates are routine when peers dial each other; the rest is news.
+        level = logging.INFO if exc.reason == Reason.ALREADY_KNOWN else logging.WARNING
         event(
             log,
             "Peer refused",
-            logging.WARNING,
+            level,
             peer=address,
             direction=direction,
             reason=exc.reason.name,
@@ -741,7 +747,11 @@ class PeerNetwork:
                 peer=peer.address,
                 node_id=peer.node_id.hex(),
                 direction=peer.direction,
-                reason=peer.close_reason.message if peer.close_reason else "stream closed",
+                reason=(
+                    peer.close_reason.message
+                    if peer.close_reason
+                    else peer.remote_reason or "stream closed"
+                ),
             )
             dcb = getattr(self.handler, "on_peer_disconnected", None)
             if dcb is not None:
@@ -888,9 +898,7 @@ class PeerNetwork:
                     ) from None
         elif kind == "disconnect":
             d = msg.disconnect
-            log.info(
-                "Peer sent disconnect peer=%s reason=%s %s", peer.address, d.reason, d.message[:200]
-            )
+            peer.remote_reason = f"peer: {_reason_name(d.reason)} {d.message[:200]}"
             peer.closed.set()
         else:
             raise Misbehaviour(f"unexpected gossip message {kind}", score=SCORE_MALFORMED)

@@ -118,6 +118,9 @@ class Peer:
         self.score = 0
         self.last_recv = time.monotonic()
         self.close_reason: p2p_pb2.Disconnect | None = None
+        """The Disconnect we send when we end the connection."""
+        self.remote_reason = ""
+        """Why the peer said it disconnected us (from its Disconnect)."""
         self.closed = asyncio.Event()
         self.finished = asyncio.Event()
         """Set when the connection's tasks are done and it is unregistered."""
