@@ -228,3 +228,31 @@ async def test_peer_listening_on_all_interfaces_is_booked_under_its_ip(nets: Net
         await wild.connect(addr(hub))
         await wait_for(lambda: wild.node_id in hub.book.entries)
         assert hub.book.entries[wild.node_id].address == f"127.0.0.1:{wild.port}"
+
+
+async def test_mutual_persistent_peers_settle_without_redial_churn(
+    nets: Nets, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import socket
+
+    caplog.set_level(logging.INFO, logger="timecoin.p2p")
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    async with asyncio.timeout(15):
+        a, _ = await nets.make(
+            listen=f"127.0.0.1:{ports[0]}", persistent_peers=(f"127.0.0.1:{ports[1]}",)
+        )
+        b, _ = await nets.make(
+            listen=f"127.0.0.1:{ports[1]}", persistent_peers=(f"127.0.0.1:{ports[0]}",)
+        )
+        await wait_for(lambda: len(a.peers()) == 1 and len(b.peers()) == 1)
+        await asyncio.sleep(0.5)
+        before = len([r for r in caplog.records if r.getMessage() == "Peer refused"])
+        await asyncio.sleep(1.5)
+        after = len([r for r in caplog.records if r.getMessage() == "Peer refused"])
+        assert after == before
+        assert len(a.peers()) == 1 and len(b.peers()) == 1
