@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from timecoin.p2p import AddressBook, MemoryStore, Misbehaviour, is_routable_address
@@ -116,3 +118,24 @@ def test_block_response_framing_round_trips_and_rejects_garbage() -> None:
     ):
         with pytest.raises(Misbehaviour):
             _split_block_response(bad)
+
+
+def test_group_partition_is_one_schedule_for_every_node() -> None:
+    from timecoin.p2p import FaultSchedule
+    from timecoin.p2p.faults import DROP
+
+    a, b, c, d, x = (bytes([i]) * 20 for i in range(5))
+    rule = {
+        "kind": "partition",
+        "start_s": 10,
+        "end_s": 20,
+        "groups": [[a.hex(), b.hex()], [c.hex(), d.hex()]],
+    }
+    text = json.dumps({"rules": [rule]})
+    s = FaultSchedule.from_json(text)
+    assert s.decide(b, 15, local_id=a) == 0.0
+    assert s.decide(c, 15, local_id=a) == DROP
+    assert s.decide(a, 15, local_id=d) == DROP and s.decide(c, 15, local_id=d) == 0.0
+    # A node in no group is cut from every listed node, and they from it.
+    assert s.is_partitioned(a, 15, local_id=x) and s.is_partitioned(x, 15, local_id=a)
+    assert not s.is_partitioned(c, 25, local_id=a)  # healed

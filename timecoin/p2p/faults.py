@@ -12,10 +12,13 @@ JSON::
     {"seed": 7, "epoch_unix_s": 1764100000.0, "rules": [
       {"kind": "drop", "peers": ["*"], "probability": 0.1},
       {"kind": "delay", "peers": ["<node id hex>"], "delay_ms": 200, "start_s": 5, "end_s": 20},
-      {"kind": "partition", "peers": ["<node id hex>", "..."], "start_s": 10, "end_s": 30}
+      {"kind": "partition", "peers": ["<node id hex>", "..."], "start_s": 10, "end_s": 30},
+      {"kind": "partition", "groups": [["<a>", "<b>"], ["<c>", "<d>"]], "start_s": 40}
     ]}
 
 ``peers`` names the *remote* node ids (hex) a rule applies to; ``"*"`` is any.
+A partition with ``groups`` is the same JSON for every process: a node only
+talks to the members of its own group (a node in no group to nobody listed).
 ``epoch_unix_s`` (optional) makes windows count from a shared wall-clock time
 so several processes partition at the same moment; without it they count from
 each network's ``start()``.
@@ -45,11 +48,18 @@ class FaultRule:
     end_s: float = float("inf")
     probability: float = 1.0
     delay_ms: float = 0.0
+    groups: tuple[frozenset[str], ...] = ()
+    """Partition by groups of node ids (hex); overrides ``peers``."""
 
-    def matches(self, peer_hex: str, elapsed_s: float) -> bool:
-        """Tell whether the rule is active now and names *peer_hex*."""
+    def matches(self, peer_hex: str, elapsed_s: float, local_hex: str = "") -> bool:
+        """Tell whether the rule is active now and applies to messages to *peer_hex*."""
         if not (self.start_s <= elapsed_s < self.end_s):
             return False
+        if self.groups:
+            mine = next((g for g in self.groups if local_hex in g), None)
+            if mine is None:
+                return any(peer_hex in g for g in self.groups)
+            return peer_hex not in mine
         return "*" in self.peers or peer_hex in self.peers
 
 
@@ -82,6 +92,7 @@ class FaultSchedule:
                 end_s=float(r.get("end_s", float("inf"))),
                 probability=float(r.get("probability", 1.0)),
                 delay_ms=float(r.get("delay_ms", 0.0)),
+                groups=tuple(frozenset(str(p) for p in g) for g in r.get("groups", [])),
             )
             for r in raw.get("rules", [])
         )
@@ -98,17 +109,17 @@ class FaultSchedule:
         text = (environ if environ is not None else os.environ).get(ENV_VAR)
         return cls.from_json(text) if text else None
 
-    def is_partitioned(self, peer_id: bytes, elapsed_s: float) -> bool:
-        """Tell whether a partition rule separates us from *peer_id* now."""
-        h = peer_id.hex()
-        return any(r.kind == "partition" and r.matches(h, elapsed_s) for r in self.rules)
+    def is_partitioned(self, peer_id: bytes, elapsed_s: float, local_id: bytes = b"") -> bool:
+        """Tell whether a partition rule separates us (*local_id*) from *peer_id* now."""
+        h, me = peer_id.hex(), local_id.hex()
+        return any(r.kind == "partition" and r.matches(h, elapsed_s, me) for r in self.rules)
 
-    def decide(self, peer_id: bytes, elapsed_s: float) -> float:
+    def decide(self, peer_id: bytes, elapsed_s: float, local_id: bytes = b"") -> float:
         """Seconds to delay a message to *peer_id*, 0.0 to send now, or ``DROP``."""
-        h = peer_id.hex()
+        h, me = peer_id.hex(), local_id.hex()
         delay = 0.0
         for r in self.rules:
-            if not r.matches(h, elapsed_s):
+            if not r.matches(h, elapsed_s, me):
                 continue
             if r.kind == "partition":
                 return DROP

@@ -496,11 +496,11 @@ class PeerNetwork:
         f = self._faults
         if f is None:
             return 0.0
-        return f.decide(peer_id, self._fault_elapsed(f))
+        return f.decide(peer_id, self._fault_elapsed(f), self.node_id)
 
     def _partitioned(self, peer_id: bytes) -> bool:
         f = self._faults
-        return f is not None and f.is_partitioned(peer_id, self._fault_elapsed(f))
+        return f is not None and f.is_partitioned(peer_id, self._fault_elapsed(f), self.node_id)
 
     # ------------------------------------------------------------------ handshake
 
