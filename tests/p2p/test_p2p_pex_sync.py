@@ -256,3 +256,46 @@ async def test_mutual_persistent_peers_settle_without_redial_churn(
         after = len([r for r in caplog.records if r.getMessage() == "Peer refused"])
         assert after == before
         assert len(a.peers()) == 1 and len(b.peers()) == 1
+
+
+async def test_get_blocks_rate_and_concurrency_are_bounded_per_peer(nets: Nets) -> None:
+    from timecoin.p2p import RateLimit
+
+    async with asyncio.timeout(10):
+        a, _ = await nets.make()
+        b, hb = await nets.make(
+            handler=Handler(height=5), blocks_rate=RateLimit(rate_per_s=0.001, burst=3)
+        )
+        await a.connect(addr(b))
+        await wait_for(lambda: a.peers())
+        p = a._peers[b.node_id]
+        ch = a._channels[p.session_out]
+        md = ((SESSION_HEADER, p.session_out.hex()),)
+        req = p2p_pb2.GetBlocksRequest(from_height=1, count=5).SerializeToString()
+        codes = []
+        for _ in range(5):
+            try:
+                n = len([f async for f in ch.unary_stream(GET_BLOCKS_METHOD)(req, metadata=md)])
+                codes.append(n)
+            except grpc.aio.AioRpcError as err:
+                codes.append(err.code())
+        assert codes[:3] == [5, 5, 5]
+        assert codes[3:] == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 2
+
+
+async def test_second_exchange_stream_for_a_session_is_refused(nets: Nets) -> None:
+    from timecoin.p2p.network import EXCHANGE_METHOD
+
+    async with asyncio.timeout(10):
+        a, _ = await nets.make()
+        b, _ = await nets.make()
+        await a.connect(addr(b))
+        await wait_for(lambda: b.peers() and b._peers[a.node_id].exchange_attached)
+        p = a._peers[b.node_id]
+        call = a._channels[p.session_out].stream_stream(EXCHANGE_METHOD)(
+            metadata=((SESSION_HEADER, p.session_out.hex()),)
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call.read()
+        assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert len(b.peers()) == 1

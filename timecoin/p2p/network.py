@@ -701,6 +701,7 @@ class PeerNetwork:
             node_id=peer.node_id.hex(),
             direction=peer.direction,
             height=peer.height,
+            listen=peer.listen_address or "-",
         )
         # A peer listening on 0.0.0.0 is recorded under the IP it came from.
         dialable = self._dialable(peer) if peer.listen_address else ""
