@@ -285,3 +285,28 @@ async def test_dial_to_a_closed_port_fails_fast(nets: Nets) -> None:
             await a.connect(f"127.0.0.1:{port}")
         with pytest.raises(PeerRefused):
             await a.connect("not-an-address")
+
+
+async def test_tx_batch_trace_reaches_a_tracing_handler(nets: Nets) -> None:
+    from p2p_helpers import Handler
+
+    class Tracing(Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.traces: list[types_pb2.TraceContext | None] = []
+
+        async def on_traced_transactions(self, peer, txs, trace) -> None:  # type: ignore[no-untyped-def]
+            self.traces.append(trace)
+            await self.on_transactions(peer, txs)
+
+    async with asyncio.timeout(10):
+        a, _ = await nets.make()
+        b, hb = await nets.make(handler=Tracing())
+        await a.connect(addr(b))
+        await wait_for(lambda: b.peers())
+        tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        a.broadcast_transactions([tx(1)], trace=types_pb2.TraceContext(traceparent=tp))
+        a.broadcast_transactions([tx(2)])
+        await wait_for(lambda: len(hb.txs) == 2)
+        assert isinstance(hb, Tracing)
+        assert [t.traceparent if t else None for t in hb.traces] == [tp, None]

@@ -857,8 +857,14 @@ class PeerNetwork:
                 if self.seen_txs.add(txid):
                     fresh.append(t)
             if fresh:
+                traced = getattr(self.handler, "on_traced_transactions", None)
                 try:
-                    await self.handler.on_transactions(peer.info(), fresh)
+                    if traced is not None:
+                        # Optional: the batch's TraceContext, so one trace follows a tx.
+                        trace = msg.trace if msg.HasField("trace") else None
+                        await traced(peer.info(), fresh, trace)
+                    else:
+                        await self.handler.on_transactions(peer.info(), fresh)
                 except TimecoinError as exc:
                     if exc.reason not in BENIGN_REASONS:
                         raise Misbehaviour(

@@ -45,7 +45,9 @@ class P2PHandler(Protocol):
 
     Optional extra methods, called when present: ``on_peer_connected(peer)``
     and ``on_peer_disconnected(peer)`` (e.g. to send a RoundStep or a
-    VoteSetRequest to a new peer).
+    VoteSetRequest to a new peer), and ``on_traced_transactions(peer, txs,
+    trace)`` which replaces ``on_transactions`` and also gets the batch's
+    ``TraceContext`` (or None).
     """
 
     async def on_consensus(self, peer: PeerInfo, msg: consensus_pb2.ConsensusMessage) -> None:
