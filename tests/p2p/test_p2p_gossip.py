@@ -310,3 +310,43 @@ async def test_tx_batch_trace_reaches_a_tracing_handler(nets: Nets) -> None:
         await wait_for(lambda: len(hb.txs) == 2)
         assert isinstance(hb, Tracing)
         assert [t.traceparent if t else None for t in hb.traces] == [tp, None]
+
+
+async def test_group_partition_cuts_and_heals(nets: Nets) -> None:
+    import dataclasses
+    import time
+
+    from p2p_helpers import identity
+
+    from timecoin.core.keys import KeyPair
+    from timecoin.p2p import FaultRule, FaultSchedule
+
+    ids = [identity(KeyPair.generate()) for _ in range(3)]
+    hexes = [i.node_id.hex() for i in ids]
+    rule = FaultRule(
+        kind="partition",
+        start_s=1.0,
+        end_s=2.0,
+        groups=(frozenset({hexes[0]}), frozenset(hexes[1:])),
+    )
+    epoch = time.time()
+    async with asyncio.timeout(15):
+        nodes = []
+        for ident in ids:
+            sched = FaultSchedule(seed=1, rules=(dataclasses.replace(rule),), epoch_unix_s=epoch)
+            nodes.append(await nets.make(ident=ident, faults=sched))
+        (a, ha), (b, hb), (c, hc) = nodes
+        await a.connect(addr(b))
+        await b.connect(addr(c))
+        await a.connect(addr(c))
+        await wait_for(lambda: all(len(n.peers()) == 2 for n, _ in nodes))
+        await asyncio.sleep(max(0.0, epoch + 1.1 - time.time()))
+        b.broadcast_consensus(vote(1))
+        a.broadcast_consensus(vote(2))
+        await wait_for(lambda: [m.vote.height for _, m in hc.consensus] == [1])
+        await asyncio.sleep(0.2)
+        assert ha.consensus == [] and hb.consensus == []
+        await asyncio.sleep(max(0.0, epoch + 2.1 - time.time()))
+        b.broadcast_consensus(vote(3))
+        await wait_for(lambda: [m.vote.height for _, m in ha.consensus] == [3])
+        assert all(len(n.peers()) == 2 for n, _ in nodes)
