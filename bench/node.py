@@ -18,8 +18,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,46 +27,14 @@ from pathlib import Path
 
 import tomli_w
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import fan_out, free_port, payments, push_load, raw_verifies_per_s, rss_mb  # noqa: E402
+
 from timecoin.api.client import ApiClient
-from timecoin.core.address import encode_address
-from timecoin.core.keys import KeyPair
 from timecoin.core.params import ChainParams
-from timecoin.core.types import Network, OutPoint
 from timecoin.keyfile import read_key
-from timecoin.txbuilder import build_transfer
-from timecoin.wire.codec import transaction_to_pb
 
 ROOT = Path(__file__).resolve().parents[1]
-FANOUT = 900  # outputs per split transaction (< max 1000 outputs, < 100 KB)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def raw_verifies_per_s(n: int = 5000) -> float:
-    from coincurve import PublicKey
-    from coincurve.ecdsa import cdata_to_der, deserialize_compact
-
-    key = KeyPair.generate()
-    pub = PublicKey(key.pubkey)
-    items = []
-    for _ in range(n):
-        d = os.urandom(32)
-        items.append((cdata_to_der(deserialize_compact(key.sign(d))), d))
-    t = time.perf_counter()
-    for der, d in items:
-        pub.verify(der, d, hasher=None)
-    return n / (time.perf_counter() - t)
 
 
 class Node:
@@ -114,37 +80,6 @@ class Node:
         self.proc.wait(30)
 
 
-async def fan_out(
-    c: ApiClient, params: ChainParams, wallet: KeyPair, n: int
-) -> list[tuple[OutPoint, int]]:
-    """Split the dev wallet's coin into *n* coins (two levels of FANOUT-way splits)."""
-    addr = encode_address(wallet.address_payload, Network.TEST)
-    coins = (await c.list_unspent(addr)).unspent
-    big = max(coins, key=lambda u: u.amount)
-    op, amount = OutPoint(big.out_point.txid, big.out_point.index), big.amount
-    level1 = -(-n // FANOUT)
-    each1 = amount // (level1 + 1)
-    tx = build_transfer(params, wallet, [op], [(wallet.address_payload, each1)] * level1)
-    await c.submit(tx)
-    await c.wait_final(tx.txid, timeout_s=60)
-    coins_out: list[tuple[OutPoint, int]] = []
-    splits = []
-    for i in range(level1):
-        k = min(FANOUT, n - i * FANOUT)
-        each2 = (each1 - 200_000) // k
-        splits.append(
-            build_transfer(
-                params, wallet, [OutPoint(tx.txid, i)], [(wallet.address_payload, each2)] * k
-            )
-        )
-        coins_out += [(OutPoint(splits[-1].txid, j), each2) for j in range(k)]
-    for s in splits:
-        await c.submit(s)
-    for s in splits:
-        await c.wait_final(s.txid, timeout_s=120)
-    return coins_out
-
-
 async def run(ns: argparse.Namespace) -> None:
     verifies = raw_verifies_per_s()
     tmp = Path(tempfile.mkdtemp(prefix="timed-bench-node-"))
@@ -160,59 +95,16 @@ async def run(ns: argparse.Namespace) -> None:
             print(f"prepared {len(all_coins):,} coins in {time.perf_counter() - t0:.1f} s")
             await asyncio.sleep(3 * ns.block_ms / 1000)  # let the pool drain and blocks settle
             rss_coins = rss_mb(node.proc.pid)
-            coins = all_coins[: ns.txs]
-            dest = KeyPair.generate().address_payload
-            txs = [
-                transaction_to_pb(build_transfer(params, wallet, [op], [(dest, amt - 1_000)]))
-                for op, amt in coins
-            ]
-            submitted: dict[bytes, float] = {}
-            final: dict[bytes, float] = {}
-            rejected = 0
-            done = asyncio.Event()
-            chunks = [txs[i :: ns.clients] for i in range(ns.clients)]
-
-            async def submit(chunk: list) -> None:
-                nonlocal rejected
-
-                async def batches():
-                    for i in range(0, len(chunk), ns.batch):
-                        b = chunk[i : i + ns.batch]
-                        now = time.perf_counter()
-                        for m in b:
-                            submitted[_txid(m)] = now
-                        yield b
-
-                async for results in c.submit_stream(batches()):
-                    rejected += sum(1 for _, err in results if err is not None)
-
-            watcher = asyncio.create_task(_watch_blocks(c, submitted, final, len(txs), done))
-            start = time.perf_counter()
-            await asyncio.gather(*(submit(ch) for ch in chunks))
-            accept_s = time.perf_counter() - start
+            txs = payments(params, wallet, all_coins[: ns.txs])
+            clients = [node.client() for _ in range(ns.clients)]
             try:
-                async with asyncio.timeout(ns.timeout):
-                    await done.wait()
-            except TimeoutError:
-                pass
-            watcher.cancel()
-            end = max(final.values(), default=time.perf_counter())
+                res = await push_load(clients, c, txs, batch=ns.batch, timeout_s=ns.timeout)
+            finally:
+                for cl in clients:
+                    await cl.close()
             rss_peak = rss_mb(node.proc.pid)
-        lat = sorted(final[t] - submitted[t] for t in final)
-        n_final = len(final)
-        tps = n_final / (end - start) if n_final else 0.0
-        print(f"raw ECDSA verifies/s (1 core, this run):    {verifies:10,.0f}")
-        print(
-            f"submitted {len(txs):,} txs in {accept_s:.2f} s ({len(txs) / accept_s:,.0f} tx/s accepted), rejected {rejected}"
-        )
-        print(f"finalized tx/s:                              {tps:10,.0f}   ({n_final:,} final)")
-        if lat:
-            print(
-                f"submit->final latency p50 / p99:             {statistics.median(lat) * 1000:7.0f} / {lat[int(len(lat) * 0.99) - 1] * 1000:.0f} ms"
-            )
-        print(
-            f"ratio finalized tx/s : verifies/s            {tps / verifies:10.3f}   (target >= 0.5)"
-        )
+        res.report(verifies, len(txs))
+        print("  (target >= 0.5: a finalized tx costs at most about two signature checks of CPU)")
         print(
             f"node RSS: start {rss_base:.0f} MB, with coins {rss_coins:.0f} MB, peak {rss_peak:.0f} MB"
         )
@@ -232,29 +124,6 @@ async def run(ns: argparse.Namespace) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print("kept", tmp)
-
-
-def _txid(m) -> bytes:
-    import hashlib
-
-    return hashlib.sha256(m.body_bytes).digest()
-
-
-async def _watch_blocks(
-    c: ApiClient, submitted: dict, final: dict, total: int, done: asyncio.Event
-) -> None:
-    import hashlib
-
-    async for resp in c.subscribe_blocks(include_transactions=True):
-        now = time.perf_counter()
-        block = resp.block if hasattr(resp, "block") else resp
-        for tx in block.txs:
-            txid = hashlib.sha256(tx.body_bytes).digest()
-            if txid in submitted and txid not in final:
-                final[txid] = now
-        if len(final) >= total:
-            done.set()
-            return
 
 
 def main() -> None:

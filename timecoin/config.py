@@ -54,12 +54,14 @@ DEFAULT_CONSENSUS_TIMING = {
     NetworkName.TESTNET: _SLOW,
     NetworkName.DEVNET: {
         "block_interval_ms": 1_000,
-        "timeout_propose_ms": 1_000,
-        "timeout_propose_delta_ms": 250,
-        "timeout_prevote_ms": 500,
-        "timeout_prevote_delta_ms": 250,
-        "timeout_precommit_ms": 500,
-        "timeout_precommit_delta_ms": 250,
+        # Timeouts only bound how long a round waits when something is slow; a
+        # busy proposer on a shared 2-core machine needs ~1-2 s for a full block.
+        "timeout_propose_ms": 3_000,
+        "timeout_propose_delta_ms": 500,
+        "timeout_prevote_ms": 1_000,
+        "timeout_prevote_delta_ms": 500,
+        "timeout_precommit_ms": 1_000,
+        "timeout_precommit_delta_ms": 500,
     },
 }
 

@@ -13,14 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from timecoin_storage_leveldb import LevelDBStore
-from timecoin_storage_memory import MemoryStore
 
 from timecoin.core.errors import AlreadyKnown, BadHeight, NotFound, StorageError
 from timecoin.core.types import Coin, OutPoint
 from timecoin.core.utxo import UtxoChanges
 from timecoin.storage import WriteBatch
 from timecoin.storage.chainstore import BlockRecord, ChainStore, ChainTip, TxLocation
+from timecoin_storage_leveldb import LevelDBStore
+from timecoin_storage_memory import MemoryStore
 
 # --- a deterministic toy chain ------------------------------------------------
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 from test_chainstore import make_chain
-from timecoin_storage_leveldb import LevelDBStore
 
 from timecoin.core.errors import BadHeight, StorageError
 from timecoin.core.types import Coin, OutPoint
 from timecoin.core.utxo import UtxoChanges
 from timecoin.storage.aio import AsyncChainStore
 from timecoin.storage.chainstore import BlockRecord, ChainStore, ChainTip
+from timecoin_storage_leveldb import LevelDBStore
 
 
 class GatedKV:

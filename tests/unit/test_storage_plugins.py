@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from timecoin_storage_leveldb import LevelDBStore
-from timecoin_storage_memory import MemoryStore
 
 from timecoin.core.errors import ConfigError, StorageError
 from timecoin.storage import WriteBatch, available_backends, make_plugin_manager, open_store
 from timecoin.testing.storage_conformance import StorageConformance
+from timecoin_storage_leveldb import LevelDBStore
+from timecoin_storage_memory import MemoryStore
 
 
 class TestLevelDBConformance(StorageConformance):

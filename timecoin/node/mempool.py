@@ -357,6 +357,15 @@ class Mempool:
         entry = self._entries.get(txid)
         return None if entry is None else entry.tx
 
+    def has_verified(self, tx: Transaction) -> bool:
+        """Tell whether this exact transaction (same body and signatures) is pending.
+
+        Pending transactions had their signatures verified at admission, so a
+        block carrying an identical copy need not verify them again.
+        """
+        entry = self._entries.get(tx.txid)
+        return entry is not None and entry.tx.signatures == tx.signatures
+
     def entry(self, txid: bytes) -> MempoolEntry | None:
         """Return the pending entry (fee, size, arrival time) for *txid*, or None."""
         return self._entries.get(txid)

@@ -54,6 +54,7 @@ from timecoin.core.errors import (
     AlreadyKnown,
     BadHeader,
     BadHeight,
+    BadSignature,
     InvalidVote,
     NotFound,
     RateLimited,
@@ -61,7 +62,7 @@ from timecoin.core.errors import (
     TimecoinError,
 )
 from timecoin.core.signing import vote_sign_digest
-from timecoin.core.tx import check_signatures, validate_transaction_stateless
+from timecoin.core.tx import check_signatures, signatures_valid, validate_transaction_stateless
 from timecoin.core.types import (
     Block,
     Commit,
@@ -79,11 +80,11 @@ from timecoin.wire.codec import (
     decode_block,
     decode_commit,
     decode_transaction,
-    encode_block,
     evidence_from_pb,
     evidence_to_pb,
     proposal_from_pb,
     proposal_to_pb,
+    transaction_to_pb,
     vote_from_pb,
     vote_to_pb,
 )
@@ -97,6 +98,10 @@ _MAX_BLOCKS_PER_HEIGHT = 8
 """Distinct proposed blocks kept per height (one per round, a few rounds)."""
 _MAX_VOTES_PER_ANSWER = 1_000
 _MAX_OWN_VOTES = 64
+_PROPOSAL_RESEND_TICKS = 4
+"""A proposal (with its block, up to 2 MB) is re-sent every 4th gossip tick only."""
+_RELAY_BATCH = 200
+"""Transactions per gossip message (below the peer layer's per-batch cap)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +159,7 @@ class Node:
         self.byzantine_key: Any = None
         """Test-only (``TIMED_TEST_BYZANTINE=double-vote``): the key used to equivocate."""
         self._last_proposal: Proposal | None = None
+        self._proposal_msg: tuple[Proposal, Any] | None = None
         self._own_votes: list[Vote] = []
         self._timers: set[asyncio.TimerHandle] = set()
         self._candidates: dict[bytes, ProposedBlock] = {}
@@ -378,6 +384,7 @@ class Node:
         self._evidence = [e for e in self._evidence if e not in block.evidence]
         self._last_commit = commit
         self._last_proposal = None
+        self._proposal_msg = None
         self._own_votes = []
         self.blocks_committed += 1
 
@@ -399,10 +406,40 @@ class Node:
 
     # --- blocks from peers ----------------------------------------------------------
 
-    def _validate_block(self, block: Block, block_bytes: bytes) -> ProposedBlock:
-        """Fully validate a block received from a peer (signatures included)."""
-        result = self.chain.validate(block, now_ms())
+    def _validate_block(
+        self, block: Block, block_bytes: bytes, signatures_checked: bool = False
+    ) -> ProposedBlock:
+        """Fully validate a block received from a peer."""
+        result = self.chain.validate(block, now_ms(), signatures_checked=signatures_checked)
         return ProposedBlock(block, block_bytes, result)
+
+    async def _check_block_signatures(self, block: Block) -> bool:
+        """Verify the signatures of *block*'s transactions on the verify threads, in parallel.
+
+        A transaction already in our mempool had its signatures verified at
+        admission (same txid, and the pool keys its entries by the exact
+        signatures: see Mempool), so only the others are checked here; the
+        block is then validated on the storage thread without re-verifying.
+        """
+        todo = [tx for tx in block.txs[1:] if not self.mempool.has_verified(tx)]
+        if not todo:
+            return True
+        loop = asyncio.get_running_loop()
+        workers = self._verify._max_workers or 1  # noqa: SLF001
+        size = max(64, len(todo) // workers + 1)
+        parts = [todo[i : i + size] for i in range(0, len(todo), size)]
+        chain_id = self.params.chain_id
+
+        def check(part: list[Transaction]) -> bool:
+            for tx in part:
+                if not signatures_valid(tx, chain_id):
+                    return False
+            return True
+
+        results = await asyncio.gather(
+            *(loop.run_in_executor(self._verify, check, p) for p in parts)
+        )
+        return all(results)
 
     async def _validate_received(self, height: int, block_hash: bytes) -> None:
         if block_hash in self._candidates:
@@ -413,7 +450,9 @@ class Node:
             self._pending_validation.add(block_hash)  # answered when the block arrives
             return
         try:
-            proposed = await self.in_db(self._validate_block, received[1], received[2])
+            if not await self._check_block_signatures(received[1]):
+                raise BadSignature("a transaction of the block has a bad signature")
+            proposed = await self.in_db(self._validate_block, received[1], received[2], True)
         except TimecoinError as exc:
             log.warning("proposed block %s is invalid: %s", block_hash.hex()[:16], exc)
             self._feed(BlockValidated(block_hash, False))
@@ -421,21 +460,29 @@ class Node:
         self._candidates[block_hash] = proposed
         self._feed(BlockValidated(block_hash, True))
 
+    def _decode_proposed(self, msg: Any) -> tuple[Block, bytes]:
+        block = decode_block(msg, self.params.network)
+        return block, msg.SerializeToString()
+
     def _send_proposal(self, proposal: Proposal, peer_id: bytes | None = None) -> None:
         if self.network is None:
             return
-        cand = self._candidates.get(proposal.block_hash)
-        if cand is None:
-            return
-        msg = consensus_pb2.ConsensusMessage(
-            proposal=consensus_pb2.ProposalMessage(
-                proposal=proposal_to_pb(proposal), block=block_to_pb(cand.block)
+        cached = self._proposal_msg
+        if cached is None or cached[0] != proposal:
+            cand = self._candidates.get(proposal.block_hash)
+            if cand is None:
+                return
+            # Built once per proposal: converting a full block is the costly part.
+            msg = consensus_pb2.ConsensusMessage(
+                proposal=consensus_pb2.ProposalMessage(
+                    proposal=proposal_to_pb(proposal), block=block_to_pb(cand.block)
+                )
             )
-        )
+            cached = self._proposal_msg = (proposal, msg)
         if peer_id is None:
-            self.network.broadcast_consensus(msg)
+            self.network.broadcast_consensus(cached[1])
         else:
-            self.network.send_consensus(peer_id, msg)
+            self.network.send_consensus(peer_id, cached[1])
 
     # --- sync -------------------------------------------------------------------------
 
@@ -529,16 +576,22 @@ class Node:
             self._note_height(pid, proposal.height - 1)
             if not (self.chain.height < proposal.height <= self.chain.height + 2):
                 return  # old or far ahead: nothing to keep
-            block = decode_block(msg.proposal.block, self.params.network)
-            if block.hash != proposal.block_hash or block.header.height != proposal.height:
-                raise BadHeader("proposal names another block than the one it carries")
-            per_height = sum(1 for v in self._received.values() if v[0] == proposal.height)
-            if block.hash not in self._received and per_height < _MAX_BLOCKS_PER_HEIGHT:
-                self._received[block.hash] = (proposal.height, block, encode_block(block))
+            known = proposal.block_hash in self._received or proposal.block_hash in self._candidates
+            if not known:
+                per_height = sum(1 for v in self._received.values() if v[0] == proposal.height)
+                if per_height >= _MAX_BLOCKS_PER_HEIGHT:
+                    return
+                # Decoding a full block is heavy: do it off the event loop, once per block.
+                block, raw = await asyncio.get_running_loop().run_in_executor(
+                    self._verify, self._decode_proposed, msg.proposal.block
+                )
+                if block.hash != proposal.block_hash or block.header.height != proposal.height:
+                    raise BadHeader("proposal names another block than the one it carries")
+                self._received[block.hash] = (proposal.height, block, raw)
             self.feed_from_peer(ProposalReceived(proposal), pid)
-            if block.hash in self._pending_validation:
-                self._pending_validation.discard(block.hash)
-                self.feed_from_peer(_Revalidate(proposal.height, block.hash), pid)
+            if proposal.block_hash in self._pending_validation:
+                self._pending_validation.discard(proposal.block_hash)
+                self.feed_from_peer(_Revalidate(proposal.height, proposal.block_hash), pid)
         elif kind == "round_step":
             self._note_height(pid, msg.round_step.height - 1)
         elif kind == "vote_set_request":
@@ -566,10 +619,7 @@ class Node:
         decoded = []
         for m in txs:
             decoded.append(decode_transaction(m, self.params.network))
-        results = await self.submit(decoded)
-        accepted = [m for m, err in zip(txs, results, strict=True) if err is None]
-        if accepted and self.network is not None:
-            self.network.broadcast_transactions(accepted, exclude=[peer.node_id])
+        await self.submit(decoded, from_peer=peer.node_id)
 
     async def on_evidence(self, peer: Any, ev: Any) -> None:
         """Keep verified evidence for the next block we propose."""
@@ -627,12 +677,14 @@ class Node:
         our round step, and a node that lags asks for the votes it lacks.
         """
         interval = max(0.2, min(2.0, self.params.block_interval_ms / 2000))
+        ticks = 0
         while True:
             await asyncio.sleep(interval)
             if self.network is None or not self.network.peers():
                 continue
             self._send_round_step()
-            if self._last_proposal is not None:
+            ticks += 1
+            if self._last_proposal is not None and ticks % _PROPOSAL_RESEND_TICKS == 0:
                 self._send_proposal(self._last_proposal)
             for v in self._own_votes[-_MAX_OWN_VOTES:]:
                 self.network.broadcast_consensus(consensus_pb2.ConsensusMessage(vote=vote_to_pb(v)))
@@ -729,7 +781,9 @@ class Node:
                 out.append(exc)
         return out
 
-    async def submit(self, txs: Sequence[Transaction]) -> list[TimecoinError | None]:
+    async def submit(
+        self, txs: Sequence[Transaction], *, from_peer: bytes | None = None
+    ) -> list[TimecoinError | None]:
         """Admit *txs* to the mempool; one result per tx (None = accepted), in order.
 
         Signatures are checked on the verify threads in chunks, in parallel,
@@ -747,7 +801,19 @@ class Node:
             )
         )
         pre = [r for part in results for r in part]
-        return await self.in_db(self._admit, txs, pre)
+        out = await self.in_db(self._admit, txs, pre)
+        if self.network is not None:
+            # Relay what we accepted to every peer but the one it came from.
+            accepted = [
+                transaction_to_pb(t) for t, err in zip(txs, out, strict=True) if err is None
+            ]
+            if accepted:
+                exclude = [from_peer] if from_peer is not None else None
+                for i in range(0, len(accepted), _RELAY_BATCH):
+                    self.network.broadcast_transactions(
+                        accepted[i : i + _RELAY_BATCH], exclude=exclude
+                    )
+        return out
 
     async def tx_in_chain(self, txid: bytes) -> int | None:
         loc = await self.in_db(self.chain.store.get_tx_location, txid)

@@ -1,0 +1,172 @@
+"""Shared pieces of the node and local-network benchmarks (not a benchmark itself)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from timecoin.api.client import ApiClient
+from timecoin.core.address import encode_address
+from timecoin.core.keys import KeyPair
+from timecoin.core.params import ChainParams
+from timecoin.core.types import OutPoint
+from timecoin.txbuilder import build_transfer
+from timecoin.wire.codec import transaction_to_pb
+
+FANOUT = 900
+"""Outputs per split transaction (< 1,000 outputs and < 100 KB)."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def raw_verifies_per_s(n: int = 5000) -> float:
+    """Raw libsecp256k1 ECDSA verifies per second on one core through coincurve."""
+    from coincurve import PublicKey
+    from coincurve.ecdsa import cdata_to_der, deserialize_compact
+
+    key = KeyPair.generate()
+    pub = PublicKey(key.pubkey)
+    items = []
+    for _ in range(n):
+        d = os.urandom(32)
+        items.append((cdata_to_der(deserialize_compact(key.sign(d))), d))
+    t = time.perf_counter()
+    for der, d in items:
+        pub.verify(der, d, hasher=None)
+    return n / (time.perf_counter() - t)
+
+
+async def fan_out(
+    c: ApiClient, params: ChainParams, wallet: KeyPair, n: int
+) -> list[tuple[OutPoint, int]]:
+    """Split *wallet*'s largest coin into *n* coins (two levels of FANOUT-way splits)."""
+    addr = encode_address(wallet.address_payload, params.network)
+    coins = (await c.list_unspent(addr)).unspent
+    big = max(coins, key=lambda u: u.amount)
+    op, amount = OutPoint(big.out_point.txid, big.out_point.index), big.amount
+    level1 = -(-n // FANOUT)
+    each1 = amount // (level1 + 1)
+    tx = build_transfer(params, wallet, [op], [(wallet.address_payload, each1)] * level1)
+    await c.submit(tx)
+    await c.wait_final(tx.txid, timeout_s=60)
+    out: list[tuple[OutPoint, int]] = []
+    splits = []
+    for i in range(level1):
+        k = min(FANOUT, n - i * FANOUT)
+        each2 = (each1 - 200_000) // k
+        splits.append(
+            build_transfer(
+                params, wallet, [OutPoint(tx.txid, i)], [(wallet.address_payload, each2)] * k
+            )
+        )
+        out += [(OutPoint(splits[-1].txid, j), each2) for j in range(k)]
+    for s in splits:
+        await c.submit(s)
+    for s in splits:
+        await c.wait_final(s.txid, timeout_s=120)
+    return out
+
+
+def payments(params: ChainParams, wallet: KeyPair, coins: list[tuple[OutPoint, int]]) -> list:
+    """One signed 1-in-1-out payment per coin, as protobuf messages ready to submit."""
+    dest = KeyPair.generate().address_payload
+    return [
+        transaction_to_pb(build_transfer(params, wallet, [op], [(dest, amt - 1_000)]))
+        for op, amt in coins
+    ]
+
+
+@dataclass
+class LoadResult:
+    submitted: dict[bytes, float] = field(default_factory=dict)
+    final: dict[bytes, float] = field(default_factory=dict)
+    rejected: int = 0
+    start: float = 0.0
+    accept_s: float = 0.0
+    blocks: int = 0
+    rounds: list[int] = field(default_factory=list)
+
+    def report(self, verifies: float, total: int) -> float:
+        end = max(self.final.values(), default=time.perf_counter())
+        n = len(self.final)
+        tps = n / (end - self.start) if n else 0.0
+        lat = sorted(self.final[t] - self.submitted[t] for t in self.final)
+        print(f"raw ECDSA verifies/s (1 core, this run):    {verifies:10,.0f}")
+        print(
+            f"submitted {total:,} txs in {self.accept_s:.2f} s ({total / self.accept_s:,.0f} tx/s accepted), rejected {self.rejected}"
+        )
+        print(f"finalized tx/s:                              {tps:10,.0f}   ({n:,} final)")
+        if lat:
+            p99 = lat[max(0, int(len(lat) * 0.99) - 1)]
+            print(
+                f"submit->final latency p50 / p99:             {statistics.median(lat) * 1000:7.0f} / {p99 * 1000:.0f} ms"
+            )
+        print(f"ratio finalized tx/s : verifies/s            {tps / verifies:10.3f}")
+        return tps
+
+
+async def push_load(
+    clients: list[ApiClient], watch: ApiClient, txs: list, *, batch: int, timeout_s: float
+) -> LoadResult:
+    """Submit *txs* over one stream per client; record submit and finalization times."""
+    res = LoadResult()
+    done = asyncio.Event()
+
+    async def watcher() -> None:
+        async for resp in watch.subscribe_blocks(include_transactions=True):
+            now = time.perf_counter()
+            res.blocks += 1
+            if resp.block.HasField("last_commit"):
+                res.rounds.append(resp.block.last_commit.round)
+            for tx in resp.block.txs:
+                txid = hashlib.sha256(tx.body_bytes).digest()
+                if txid in res.submitted and txid not in res.final:
+                    res.final[txid] = now
+            if len(res.final) + res.rejected >= len(txs):
+                done.set()
+                return
+
+    async def submit(c: ApiClient, chunk: list) -> None:
+        async def batches():
+            for i in range(0, len(chunk), batch):
+                b = chunk[i : i + batch]
+                now = time.perf_counter()
+                for m in b:
+                    res.submitted[hashlib.sha256(m.body_bytes).digest()] = now
+                yield b
+
+        async for results in c.submit_stream(batches()):
+            res.rejected += sum(1 for _, err in results if err is not None)
+
+    task = asyncio.create_task(watcher())
+    res.start = time.perf_counter()
+    chunks = [txs[i :: len(clients)] for i in range(len(clients))]
+    await asyncio.gather(*(submit(c, ch) for c, ch in zip(clients, chunks, strict=True)))
+    res.accept_s = time.perf_counter() - res.start
+    try:
+        async with asyncio.timeout(timeout_s):
+            await done.wait()
+    except TimeoutError:
+        pass
+    task.cancel()
+    return res
