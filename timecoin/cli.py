@@ -125,11 +125,13 @@ def testnet(
 def _add_commands() -> None:
     from timecoin.cli_client import register
     from timecoin.cli_masternode import masternode
+    from timecoin.telemetry.health import register as register_health
     from timecoin.sim.cli import sim
 
     main.add_command(sim)
     main.add_command(masternode)
     register(main)
+    register_health(main)
 
 
 _add_commands()
