@@ -344,8 +344,14 @@ async def test_redial_replaces_a_connection_that_went_quiet(nets: Nets) -> None:
             try:
                 ack = (await again.handshake(ident)).hello_ack
                 assert len(ack.session_token) == 32
-                await wait_for(lambda: len(b.peers()) == 1)
-                assert b._peers[ident.node_id].session_in == ack.session_token
+                # The listener registers after it has checked our ack.
+                await wait_for(
+                    lambda: (
+                        ident.node_id in b._peers
+                        and b._peers[ident.node_id].session_in == ack.session_token
+                    )
+                )
+                assert len(b.peers()) == 1
             finally:
                 await again.close()
         finally:

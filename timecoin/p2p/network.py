@@ -719,7 +719,10 @@ class PeerNetwork:
         peer.enqueue_control(encode_gossip(p2p_pb2.GossipMessage(pex_request=p2p_pb2.PexRequest())))
         try:
             if cb is not None:
-                await cb(peer.info())
+                try:
+                    await cb(peer.info())
+                except Exception:
+                    log.exception("on_peer_connected failed peer=%s", peer.address)
             done, _ = await asyncio.wait([*tasks, closed], return_when=asyncio.FIRST_COMPLETED)
             for t in done:
                 if t is not closed and not t.cancelled() and t.exception() is not None:
