@@ -125,8 +125,8 @@ def testnet(
 def _add_commands() -> None:
     from timecoin.cli_client import register
     from timecoin.cli_masternode import masternode
-    from timecoin.telemetry.health import register as register_health
     from timecoin.sim.cli import sim
+    from timecoin.telemetry.health import register as register_health
 
     main.add_command(sim)
     main.add_command(masternode)

@@ -76,8 +76,8 @@ async def test_send_final_double_spend_and_graceful_restart(dev_node):
 
 
 async def test_full_mempool_rejects_then_evicts_for_higher_fee(dev_node):
-    # one block per minute: the pool fills up before anything is mined
-    node = dev_node(mempool={"max_txs": 3}, consensus={"block_interval_ms": 60_000})
+    # one block per 15 s: the pool fills up before the next block
+    node = dev_node(mempool={"max_txs": 3}, consensus={"block_interval_ms": 15_000})
     node.start()
     async with asyncio.timeout(90):
         await node.wait_ready()
@@ -95,7 +95,7 @@ async def test_full_mempool_rejects_then_evicts_for_higher_fee(dev_node):
             )
             await c.submit(split)
             # the first block (immediately after start) was already produced; wait for the next
-            await c.wait_final(split.txid, timeout_s=75)
+            await c.wait_final(split.txid, timeout_s=40)
             outs = [OutPoint(split.txid, i) for i in range(6)]
             for o in outs[:3]:
                 await c.submit(_pay(node, o, 10**10, fee=1_000))

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from dependency_injector import providers
 
 from timecoin.config import NetworkName, NodeConfig, load_config, resolve
+from timecoin.core.errors import ConfigError
 from timecoin.home import CONFIG_FILE, default_home, init_home
 from timecoin.node.logs import event, setup_logging
 
@@ -53,7 +54,15 @@ def run_node(config_file: Path | None = None, home: Path | None = None, dev: boo
     """Entry point of ``timed serve``."""
     home, cfg = locate(config_file, home, dev)
     setup_logging(cfg.telemetry.log_format, cfg.telemetry.log_level)
-    asyncio.run(serve(home, cfg))
+    try:
+        asyncio.run(serve(home, cfg))
+    except RuntimeError as exc:
+        if "bind" in str(exc).lower():
+            # grpc reports a busy port as a bare RuntimeError; say which setting to change.
+            raise ConfigError(
+                f"{exc}; is another node running? change p2p.listen / api.listen"
+            ) from None
+        raise
 
 
 async def serve(home: Path, cfg: NodeConfig) -> None:

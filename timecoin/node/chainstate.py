@@ -68,6 +68,9 @@ log = logging.getLogger("timed.chain")
 _TX_FRAMING_BYTES = 4
 """Field tag and length prefix of one transaction inside a Block message (< 2 MiB)."""
 
+EVIDENCE_MAX_AGE = 100
+"""Heights after which evidence of an equivocation is no longer accepted in a block."""
+
 K_GENESIS = b"genesis"
 K_SETS = b"sets"
 """Metadata: validator sets for tip, tip+1, tip+2 and the priorities for tip+1."""
@@ -226,7 +229,21 @@ class ChainState:
 
     # --- building and validating --------------------------------------------------
 
-    def _context(self, now_ms: int, expected_proposer: bytes | None) -> BlockContext:
+    def evidence_sets(self, evidence: Sequence[DuplicateVoteEvidence]) -> dict[int, ValidatorSet]:
+        """Return the validator sets of the heights *evidence* names (evidence window only)."""
+        out: dict[int, ValidatorSet] = {}
+        for ev in evidence:
+            h = ev.vote_a.height
+            if self.height - EVIDENCE_MAX_AGE <= h <= self.height + 1 and h not in out and h > 0:
+                out[h] = self.validators(h)
+        return out
+
+    def _context(
+        self,
+        now_ms: int,
+        expected_proposer: bytes | None,
+        evidence: Sequence[DuplicateVoteEvidence] = (),
+    ) -> BlockContext:
         h = self.height + 1
         return BlockContext(
             params=self.params,
@@ -238,6 +255,7 @@ class ChainState:
             last_validators=self._sets.get(self.height) if self.height > 0 else None,
             max_time_ms=now_ms + self.params.max_future_block_time_ms,
             expected_proposer=expected_proposer,
+            evidence_validators=self.evidence_sets(evidence),
         )
 
     def build_block(
@@ -343,7 +361,7 @@ class ChainState:
         signatures_checked: bool = False,
     ) -> BlockResult:
         """Validate *block* as the next block; raises an InvalidBlock subclass."""
-        ctx = self._context(now_ms, expected_proposer)
+        ctx = self._context(now_ms, expected_proposer, block.evidence)
         if signatures_checked:
             from dataclasses import replace
 

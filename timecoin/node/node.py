@@ -49,7 +49,11 @@ from timecoin.consensus.engine import (
     TimeoutFired,
     VoteReceived,
 )
-from timecoin.core.commit import verify_commit, verify_duplicate_vote_evidence
+from timecoin.core.commit import (
+    evidence_element_hash,
+    verify_commit,
+    verify_duplicate_vote_evidence,
+)
 from timecoin.core.errors import (
     AlreadyKnown,
     BadHeader,
@@ -73,7 +77,7 @@ from timecoin.core.types import (
     VoteType,
 )
 from timecoin.core.validators import validator_updates
-from timecoin.node.chainstate import ChainState, ProposedBlock
+from timecoin.node.chainstate import EVIDENCE_MAX_AGE, ChainState, ProposedBlock
 from timecoin.node.logs import event
 from timecoin.wire.codec import (
     block_to_pb,
@@ -304,7 +308,7 @@ class Node:
                 await self._decide(height, block_hash, commit)
             case EmitEvidence(evidence):
                 if (
-                    evidence not in self._evidence
+                    not self._has_evidence(evidence)
                     and len(self._evidence) < self.params.max_evidence
                 ):
                     self._evidence.append(evidence)
@@ -381,12 +385,22 @@ class Node:
         self._candidates.clear()
         self._received = {h: v for h, v in self._received.items() if v[0] > height}
         self._pending_validation.clear()
-        self._evidence = [e for e in self._evidence if e not in block.evidence]
+        done = {evidence_element_hash(e) for e in block.evidence}
+        oldest = height - EVIDENCE_MAX_AGE + 1
+        self._evidence = [
+            e
+            for e in self._evidence
+            if evidence_element_hash(e) not in done and e.vote_a.height >= oldest
+        ]
         self._last_commit = commit
         self._last_proposal = None
         self._proposal_msg = None
         self._own_votes = []
         self.blocks_committed += 1
+
+    def _has_evidence(self, evidence: DuplicateVoteEvidence) -> bool:
+        key = evidence_element_hash(evidence)
+        return any(evidence_element_hash(e) == key for e in self._evidence)
 
     def _equivocate(self, vote: Vote) -> None:
         """Test-only byzantine mode: also sign and send a conflicting vote (no guard)."""
@@ -624,8 +638,10 @@ class Node:
     async def on_evidence(self, peer: Any, ev: Any) -> None:
         """Keep verified evidence for the next block we propose."""
         evidence = evidence_from_pb(ev)
-        if evidence in self._evidence or len(self._evidence) >= self.params.max_evidence:
+        if self._has_evidence(evidence) or len(self._evidence) >= self.params.max_evidence:
             return
+        if evidence.vote_a.height < self.chain.height - EVIDENCE_MAX_AGE + 1:
+            return  # too old to be included anywhere
         h = evidence.vote_a.height
         vs = await self.in_db(self.chain.validators, h)
         verify_duplicate_vote_evidence(self.params.chain_id, evidence, vs)
