@@ -21,3 +21,11 @@ def test_ruff_check():
 def test_ruff_format():
     res = _ruff("format", "--check", ".")
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_mypy_strict_on_pure_packages():
+    """core/ and consensus/ type-check under mypy --strict (pyproject [tool.mypy])."""
+    res = subprocess.run(
+        [sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert res.returncode == 0, res.stdout + res.stderr

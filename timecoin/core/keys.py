@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from coincurve import PrivateKey as _CPrivateKey
 from coincurve import PublicKey as _CPublicKey
-from coincurve._libsecp256k1 import ffi, lib
+from coincurve._libsecp256k1 import ffi, lib  # type: ignore[import-not-found]  # cffi module
 from coincurve.context import GLOBAL_CONTEXT
 
 from timecoin.core.errors import BadPubkey, BadSignature
