@@ -156,3 +156,24 @@ def test_crash_at_failpoint_recovers(dev_home, point, expected_height):
     produce(chain, dev_home, [], chain.seen_commit(chain.height))
     assert chain.height == expected_height + 1
     chain.store.close()
+
+
+def test_known_commitment_is_still_checked_against_the_header(dev_home):
+    from timecoin.core.errors import BadUtxoCommitment
+    from timecoin.core.utxo import UtxoChanges
+
+    chain = open_chain(dev_home)
+    p = chain.build_block(dev_home.validator.address_payload, int(time.time() * 1000), None, [])
+    now = int(time.time() * 1000)
+    # the builder's own state is reused and agrees with the header
+    ok = chain.validate(p.block, now, known_commitment=(p.result.changes, p.result.muhash))
+    assert ok.utxo_commitment == p.block.header.utxo_commitment
+    # a wrong state for the same changes cannot slip past the header check
+    with pytest.raises(BadUtxoCommitment):
+        chain.validate(p.block, now, known_commitment=(p.result.changes, MuHash3072()))
+    # for other changes it is ignored and the commitment recomputed
+    other = UtxoChanges((), ())
+    assert chain.validate(p.block, now, known_commitment=(other, MuHash3072())).utxo_commitment == (
+        p.block.header.utxo_commitment
+    )
+    chain.store.close()

@@ -282,12 +282,19 @@ def validate_block(
     view: UtxoView,
     rules: LedgerRules,
     muhash: MuHash3072,
+    *,
+    known_commitment: tuple[UtxoChanges, MuHash3072] | None = None,
 ) -> BlockResult:
     """Validate *block* on top of its parent and return the effect of applying it.
 
     *view* is the UTXO set after the parent; *muhash* the parent's MuHash
     state (not modified). Raises an ``InvalidBlock`` subclass (or
     ``BlockTransactionInvalid`` with the offending transaction's reason).
+
+    *known_commitment* is ``(changes, muhash after them)`` as the proposer
+    computed it while building this block; when the changes found here are
+    equal, the MuHash state is reused instead of hashing every coin again.
+    The comparison with the header's commitment is made either way.
     """
     params = ctx.params
     header = block.header
@@ -343,7 +350,11 @@ def validate_block(
     rules.validate_block(block, ctx.validators, params)
 
     changes = overlay.changes()
-    digest, new_muhash = next_utxo_commitment(muhash, changes)
+    if known_commitment is not None and known_commitment[0] == changes:
+        new_muhash = known_commitment[1]
+        digest = new_muhash.digest()
+    else:
+        digest, new_muhash = next_utxo_commitment(muhash, changes)
     if digest != header.utxo_commitment:
         raise BadUtxoCommitment("utxo_commitment does not match the UTXO set after the block")
     return BlockResult(

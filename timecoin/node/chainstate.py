@@ -46,7 +46,7 @@ from timecoin.core.types import (
     TxOut,
     ValidatorSet,
 )
-from timecoin.core.utxo import UtxoOverlay
+from timecoin.core.utxo import UtxoChanges, UtxoOverlay
 from timecoin.core.validators import next_validator_set, remove_validators, validator_updates
 from timecoin.node import failpoints
 from timecoin.storage.chainstore import BlockRecord, ChainStore
@@ -349,7 +349,13 @@ class ChainState:
             evidence_hash=evidence_hash(evidence),
         )
         block = make_block(header, txs, last_commit, evidence)
-        result = self.validate(block, now_ms, expected_proposer=proposer, signatures_checked=True)
+        result = self.validate(
+            block,
+            now_ms,
+            expected_proposer=proposer,
+            signatures_checked=True,
+            known_commitment=(changes, h),
+        )
         return ProposedBlock(block, encode_block(block), result)
 
     def validate(
@@ -359,6 +365,7 @@ class ChainState:
         *,
         expected_proposer: bytes | None = None,
         signatures_checked: bool = False,
+        known_commitment: tuple[UtxoChanges, MuHash3072] | None = None,
     ) -> BlockResult:
         """Validate *block* as the next block; raises an InvalidBlock subclass."""
         ctx = self._context(now_ms, expected_proposer, block.evidence)
@@ -366,7 +373,9 @@ class ChainState:
             from dataclasses import replace
 
             ctx = replace(ctx, signatures_checked=True)
-        return validate_block(block, ctx, self.store, self.rules, self.muhash)
+        return validate_block(
+            block, ctx, self.store, self.rules, self.muhash, known_commitment=known_commitment
+        )
 
     # --- committing ---------------------------------------------------------------
 
