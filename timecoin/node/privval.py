@@ -38,6 +38,7 @@ from timecoin.core.errors import ConfigError
 from timecoin.core.keys import KeyPair
 from timecoin.core.signing import proposal_sign_digest, vote_sign_digest
 from timecoin.core.types import Proposal, Vote
+from timecoin.node import failpoints
 
 STATE_VERSION = 1
 
@@ -130,7 +131,9 @@ class FilePrivValidator:
                 return stored
             sig = self.key.sign(digest)
             state = SignState(req.height, req.round, req.step, req.block_hash, sig, req.pol_round)
+            failpoints.hit("privval_write.before")
             write_atomic(self.state_path, _encode(state))  # durable before it is returned
+            failpoints.hit("privval_write.after")
             self.last = state
             return sig
 
