@@ -133,6 +133,8 @@ class MempoolConfig(_Section):
 class TelemetryConfig(_Section):
     log_format: str = Field(default="text", pattern="^(text|json)$")
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
+    metrics_listen: str = ""
+    """host:port of the Prometheus endpoint; empty disables it."""
 
 
 class NodeConfig(_Section):

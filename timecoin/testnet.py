@@ -9,7 +9,7 @@ Layout written under ``--out DIR``::
 
 so the operator flow is ``timed --config DIR/node1.toml`` in N terminals. Every
 node lists all others as persistent peers on distinct loopback ports
-(P2P base-port + 2k, API base-port + 2k + 1).
+(P2P base-port + 2k, API base-port + 2k + 1, Prometheus base-port + 1000 + k).
 """
 
 from __future__ import annotations
@@ -93,6 +93,7 @@ def write_testnet(
                 "listen": f"{host}:{base_port + 2 * i + 1}",
                 "cookie_file": f"{name}/.cookie",
             },
+            "telemetry": {"metrics_listen": f"{host}:{base_port + 1000 + i}"},
         }
         if block_interval_ms is not None:
             data["consensus"] = {"block_interval_ms": block_interval_ms}

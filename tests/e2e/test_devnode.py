@@ -170,3 +170,33 @@ async def test_kill_9_during_burst_then_replay_matches(dev_node):
             for txid in txids:
                 assert await c.get_transaction(txid)
     node.stop()
+
+
+async def test_prometheus_endpoint_reports_the_chain(dev_node):
+    import socket
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    node = dev_node(telemetry={"metrics_listen": f"127.0.0.1:{port}"})
+    node.start()
+    async with asyncio.timeout(60):
+        await node.wait_ready()
+        await asyncio.sleep(2.5)
+
+        def scrape() -> dict[str, list]:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+            return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+        fams = await asyncio.to_thread(scrape)
+        height = fams["timed_chain_height"][0].value
+        assert height >= 2
+        # every validator has a missed-blocks series from the start, at 0 here
+        missed = [s for s in fams["timed_consensus_missed_blocks"] if s.name.endswith("_total")]
+        assert len(missed) == 1 and missed[0].value == 0
+        assert fams["timed_blocks_committed"][0].value >= 2
+    node.stop()

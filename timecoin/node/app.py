@@ -81,6 +81,16 @@ async def serve(home: Path, cfg: NodeConfig) -> None:
             network = _make_network(cfg, home, node, node_key, container)
             node.network = network
             servers.insert(0, network)
+        metrics_server = None
+        if cfg.telemetry.metrics_listen:
+            from timecoin import __version__
+            from timecoin.telemetry.metrics import NodeMetrics, serve_metrics
+
+            node.metrics = NodeMetrics()
+            node.metrics.set_node_info(
+                version=__version__, network=cfg.network.value, chain_id=cfg.chain_id
+            )
+            metrics_server = serve_metrics(cfg.telemetry.metrics_listen, node.metrics)
         if os.environ.get(BYZANTINE_ENV) == "double-vote":
             # Test-only: lets the end-to-end suite prove that equivocation is
             # caught, turned into evidence and punished. Never set in production.
@@ -101,7 +111,11 @@ async def serve(home: Path, cfg: NodeConfig) -> None:
             p2p=cfg.p2p.listen if cfg.p2p.enabled else "off",
             store=cfg.storage.backend,
         )
-        await node.run(servers)
+        try:
+            await node.run(servers)
+        finally:
+            if metrics_server is not None:
+                metrics_server.stop()
         event(log, "Node stopped", height=node.chain.height)
     finally:
         container.shutdown_resources()

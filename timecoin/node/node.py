@@ -160,6 +160,9 @@ class Node:
         """Blocks carried by proposals: hash -> (height, block, bytes); bounded per height."""
         self._pending_validation: set[bytes] = set()
         self.sync_target = 0
+        self._metrics_set: Any = None
+        self.metrics: Any = None
+        """A ``telemetry.metrics.NodeMetrics`` when the Prometheus endpoint is on."""
         self.byzantine_key: Any = None
         """Test-only (``TIMED_TEST_BYZANTINE=double-vote``): the key used to equivocate."""
         self._last_proposal: Proposal | None = None
@@ -377,8 +380,27 @@ class Node:
             commit_ms=round((time.perf_counter() - started) * 1000, 1),
         )
         self._publish(BlockInfo(block, commit))
+        self._observe_commit(block, time.perf_counter() - started)
         nh = height + 1
         self._feed(NewHeight(nh, self.chain.validators(nh), self.chain.priorities.priorities))
+
+    def _observe_commit(self, block: Block, seconds: float) -> None:
+        m = self.metrics
+        if m is None:
+            return
+        m.block_committed(block.header.height, len(block.txs) - 1, seconds)
+        m.mempool_changed(len(self.mempool), self.mempool.size_bytes)
+        nxt = self.chain.validators(block.header.height + 1)
+        if nxt is not self._metrics_set:
+            self._metrics_set = nxt
+            m.set_validators(
+                [v.address.hex() for v in nxt.validators],
+                {v.address.hex(): v.power for v in nxt.validators},
+            )
+        if self.network is not None:
+            peers = self.network.peers()
+            for direction in ("inbound", "outbound"):
+                m.peer_count(direction, sum(1 for p in peers if p.direction == direction))
 
     def _after_commit(self, block: Block, commit: Commit) -> None:
         height = block.header.height
@@ -545,6 +567,9 @@ class Node:
                 applied += 1
                 self._after_commit(block, commit)
                 self._publish(BlockInfo(block, commit))
+                if self.metrics is not None:
+                    self.metrics.sync_progress(fb.height, target)
+                    self._observe_commit(block, 0.0)
                 if applied % 100 == 0 or fb.height == target:
                     elapsed = max(time.monotonic() - started, 1e-6)
                     rate = applied / elapsed
@@ -789,12 +814,14 @@ class Node:
                 if not isinstance(err, AlreadyKnown):
                     self.mempool.reject(tx, err, now)  # remembered for status and dedup
                 out.append(err)
-                continue
-            try:
-                self.mempool.add(tx, self.chain.store, height, now, sig_ok=True)
-                out.append(None)
-            except TimecoinError as exc:  # recorded by the pool itself
-                out.append(exc)
+            else:
+                try:
+                    self.mempool.add(tx, self.chain.store, height, now, sig_ok=True)
+                    out.append(None)
+                except TimecoinError as exc:  # recorded by the pool itself
+                    out.append(exc)
+            if self.metrics is not None and out[-1] is not None:
+                self.metrics.tx_rejected(out[-1].reason.name)
         return out
 
     async def submit(
