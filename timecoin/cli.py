@@ -73,15 +73,22 @@ def init(home: Path | None, network: str, dev: bool, moniker: str) -> None:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--dev", is_flag=True, help="Run a one-validator devnet (created on first run).")
-def serve(config_file: Path | None = None, home: Path | None = None, dev: bool = False) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="Override telemetry.log_format: human-readable text or one JSON object per line.",
+)
+def serve(
+    config_file: Path | None = None,
+    home: Path | None = None,
+    dev: bool = False,
+    log_format: str | None = None,
+) -> None:
     """Run the node."""
-    try:
-        from timecoin.node.app import run_node
-    except ImportError:
-        raise click.ClickException(
-            "the node service is not part of this build yet; `timed init` and `timed sim` work"
-        ) from None
-    run_node(config_file=config_file, home=home, dev=dev)
+    from timecoin.node.app import run_node
+
+    run_node(config_file=config_file, home=home, dev=dev, log_format=log_format)
 
 
 @main.command()

@@ -50,10 +50,15 @@ def locate(config_file: Path | None, home: Path | None, dev: bool) -> tuple[Path
     return home, load_config(home / CONFIG_FILE)
 
 
-def run_node(config_file: Path | None = None, home: Path | None = None, dev: bool = False) -> None:
+def run_node(
+    config_file: Path | None = None,
+    home: Path | None = None,
+    dev: bool = False,
+    log_format: str | None = None,
+) -> None:
     """Entry point of ``timed serve``."""
     home, cfg = locate(config_file, home, dev)
-    setup_logging(cfg.telemetry.log_format, cfg.telemetry.log_level)
+    setup_logging(log_format or cfg.telemetry.log_format, cfg.telemetry.log_level)
     try:
         asyncio.run(serve(home, cfg))
     except RuntimeError as exc:
