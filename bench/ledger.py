@@ -13,16 +13,17 @@ Never a pass/fail test: machines are noisy; compare the ratios.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import plyvel
-from coincurve import PublicKey
-from coincurve.ecdsa import cdata_to_der, deserialize_compact
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import raw_verifies_per_s  # noqa: E402
 
 from timecoin.core.keys import KeyPair
 from timecoin.core.params import ChainParams
@@ -37,19 +38,6 @@ from timecoin.wire.codec import decode_transaction, encode_transaction
 
 def rate(n: int, seconds: float) -> float:
     return n / seconds if seconds > 0 else float("inf")
-
-
-def bench_verify(n: int) -> float:
-    key = KeyPair.generate()
-    pub = PublicKey(key.pubkey)
-    items = []
-    for _ in range(n):
-        d = os.urandom(32)
-        items.append((cdata_to_der(deserialize_compact(key.sign(d))), d))
-    t = time.perf_counter()
-    for der, d in items:
-        pub.verify(der, d, hasher=None)
-    return rate(n, time.perf_counter() - t)
 
 
 def bench_tx(n: int) -> float:
@@ -115,7 +103,7 @@ def main() -> None:
     ap.add_argument("--gets", type=int, default=200_000)
     ap.add_argument("--txs", type=int, default=3_000)
     ns = ap.parse_args()
-    verifies = bench_verify(ns.txs * 2)
+    verifies = raw_verifies_per_s(ns.txs * 2)
     txs = bench_tx(ns.txs)
     print(f"raw ECDSA verifies/s (coincurve, 1 core):     {verifies:12,.0f}")
     print(f"tx validations/s (2-in 2-out, from bytes):     {txs:12,.0f}")
