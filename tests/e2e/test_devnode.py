@@ -200,3 +200,81 @@ async def test_prometheus_endpoint_reports_the_chain(dev_node):
         assert len(missed) == 1 and missed[0].value == 0
         assert fams["timed_blocks_committed"][0].value >= 2
     node.stop()
+
+
+async def test_bad_input_is_rejected_with_reasons_and_blocks_keep_coming(dev_node):
+    """A real process: garbage, oversized, unauthenticated, wrong chain, bad signature, flood."""
+    from dataclasses import replace
+
+    import grpc
+
+    from timecoin.api.client import ApiClient
+    from timecoin.core.errors import BadSignature, Unauthenticated, WrongChain
+    from timecoin.wire.codec import transaction_to_pb
+
+    node = dev_node()
+    node.start()
+    async with asyncio.timeout(90):
+        await node.wait_ready()
+        async with node.client() as c:
+            start_height = (await c.status()).height
+            op, amount = await _genesis_coin(c, node)
+            token = (node.home / ".cookie").read_text().strip()
+            meta = (("authorization", f"Bearer {token}"),)
+
+            async with grpc.aio.insecure_channel(node.target) as ch:
+                raw = ch.unary_unary("/timecoin.wallet.v1.WalletService/SubmitTransaction")
+                for payload, code, reason in [
+                    (b"\xff\xff\xff garbage", grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED"),
+                    (b"\x0a" + b"\xff" * 2_000_000, grpc.StatusCode.RESOURCE_EXHAUSTED, None),
+                ]:
+                    with pytest.raises(grpc.aio.AioRpcError) as ei:
+                        await raw(payload, metadata=meta)
+                    assert ei.value.code() == code, ei.value
+                    if reason is not None:
+                        trailers = dict(ei.value.trailing_metadata() or ())
+                        assert trailers.get("timecoin-reason") == reason
+
+            tx = _pay(node, op, amount)
+            async with ApiClient(node.target) as anon:  # no cookie
+                with pytest.raises(Unauthenticated):
+                    await anon.submit(tx)
+
+            other_chain = replace(node.params, chain_id="timecoin-devnet-other")
+            from timecoin.txbuilder import build_transfer as bt
+
+            wrong = bt(
+                other_chain,
+                node.wallet,
+                [op],
+                [(OTHER, 10**8), (node.wallet.address_payload, amount - 10**8 - 1000)],
+            )
+            with pytest.raises(WrongChain):
+                await c.submit(wrong)
+
+            forged = transaction_to_pb(tx)
+            forged.signatures[0] = bytes(64 - 1) + b"\x01"
+            with pytest.raises(BadSignature):
+                await c.submit(forged)
+
+            # a flood of junk through the streaming method: one typed result each
+            junk = [
+                transaction_to_pb(_pay(node, OutPoint(bytes([i % 256]) * 32, i), 10**9))
+                for i in range(2_000)
+            ]
+
+            async def batches():
+                for i in range(0, len(junk), 500):
+                    yield junk[i : i + 500]
+
+            results = []
+            async for part in c.submit_stream(batches()):
+                results.extend(part)
+            assert len(results) == len(junk)
+            assert all(err is not None and err.reason == Reason.MISSING_INPUT for _, err in results)
+
+            # and the chain went on the whole time
+            await asyncio.sleep(2.0)
+            assert (await c.status()).height >= start_height + 2
+            assert await c.submit(tx) == tx.txid  # the honest payment still goes through
+    node.stop()

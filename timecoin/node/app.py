@@ -140,16 +140,21 @@ def _make_api_server(cfg: NodeConfig, home: Path, node: Node, node_id: bytes) ->
 
 
 class _MetaAddressBook:
-    """The P2P address book persisted in the chain store's metadata (not fsynced)."""
+    """The P2P address book persisted in the chain store's metadata (not fsynced).
 
-    def __init__(self, store: ChainStore) -> None:
+    Writes are handed to the node's storage thread so the event loop never
+    waits on LevelDB; reads happen once, when the network starts.
+    """
+
+    def __init__(self, store: ChainStore, node: Node) -> None:
         self._store = store
+        self._node = node
 
     def get(self, key: bytes) -> bytes | None:
         return self._store.get_meta(b"addrbook/" + key)
 
     def put(self, key: bytes, value: bytes) -> None:
-        self._store.put_meta(b"addrbook/" + key, value, sync=False)
+        self._node.submit_to_db(self._store.put_meta, b"addrbook/" + key, value, sync=False)
 
 
 def _make_network(
@@ -187,4 +192,4 @@ def _make_network(
         key=node_key,
         rules_plugins=tuple(rules_plugins(pm)),
     )
-    return PeerNetwork(pcfg, identity, node, address_store=_MetaAddressBook(node.chain.store))
+    return PeerNetwork(pcfg, identity, node, address_store=_MetaAddressBook(node.chain.store, node))

@@ -185,6 +185,18 @@ class Node:
         """Run *fn* on the single storage thread (the one writer of chain and mempool)."""
         return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
 
+    def submit_to_db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Queue *fn* on the storage thread without waiting (fire and forget; errors logged)."""
+
+        def run() -> None:
+            try:
+                fn(*args, **kwargs)
+            except Exception:
+                log.exception("background storage write failed")
+
+        with contextlib.suppress(RuntimeError):  # executor already shut down
+            self._db.submit(run)
+
     async def _in_consensus(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._consensus, fn, *args)
 
