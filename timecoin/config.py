@@ -135,6 +135,11 @@ class TelemetryConfig(_Section):
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
     metrics_listen: str = ""
     """host:port of the Prometheus endpoint; empty disables it."""
+    otlp_endpoint: str = ""
+    """OTLP/gRPC collector for traces (e.g. http://localhost:4317, Jaeger); empty: the
+    standard OTEL_EXPORTER_OTLP_ENDPOINT variable, else no tracing."""
+    trace_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    """Share of new traces recorded; spans continuing a peer's trace follow its decision."""
 
 
 class NodeConfig(_Section):

@@ -339,3 +339,65 @@ async def test_masternode_registration_joins_then_deregistration_leaves(localnet
         assert operator.hex() not in listing, listing
         h = await net.height(0)
         await net.wait_height([0, 1, 2], h + 2, 60)
+
+
+async def test_one_trace_follows_a_transaction_across_three_validators(localnet):
+    """OTLP export to an in-process collector: spans of node1, node2 and node3 share one trace."""
+    from timecoin.core.params import ChainParams
+    from timecoin.core.types import OutPoint
+    from timecoin.keyfile import read_key
+    from timecoin.telemetry.collector import InProcessCollector
+    from timecoin.txbuilder import build_transfer
+
+    net = localnet(3)
+    async with InProcessCollector() as collector:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200"}
+        for i in range(3):
+            _start_with_env(net, i, env)
+        async with asyncio.timeout(120):
+            await net.wait_height([0, 1, 2], 2, 60)
+            from timecoin.config import load_config
+
+            cfg = load_config(net.configs[0])
+            params = ChainParams.for_network(cfg.network.value, cfg.chain_id)
+            faucet = read_key(net.out / "faucet.json")
+            async with ApiClient.from_cookie(
+                f"127.0.0.1:{net.base + 1}", net.out / "node1" / ".cookie"
+            ) as c:
+                from timecoin.core.address import encode_address
+
+                coins = (
+                    await c.list_unspent(encode_address(faucet.address_payload, params.network))
+                ).unspent
+                u = max(coins, key=lambda x: x.amount)
+                op = OutPoint(bytes(u.out_point.txid), u.out_point.index)
+                tx = build_transfer(
+                    params,
+                    faucet,
+                    [op],
+                    [(b"\x05" * 20, 10**8), (faucet.address_payload, u.amount - 10**8 - 1000)],
+                )
+                await c.submit(tx)
+                await c.wait_final(tx.txid, timeout_s=30)
+
+            def admitted_on_node1(spans):
+                return any(s.service == "node1" and s.name == "tx.admit" for s in spans)
+
+            spans = await collector.wait_for(admitted_on_node1, timeout_s=30)
+            trace_id = next(
+                s.trace_id for s in spans if s.service == "node1" and s.name == "tx.admit"
+            )
+
+            def all_three(spans):
+                final = {
+                    s.service for s in spans if s.trace_id == trace_id and s.name == "tx.final"
+                }
+                return final >= {"node1", "node2", "node3"}
+
+            spans = await collector.wait_for(all_three, timeout_s=30)
+            in_trace = [s for s in spans if s.trace_id == trace_id]
+            # every node admitted it from gossip or the API and saw it final, under one trace
+            for node in ("node1", "node2", "node3"):
+                names = {s.name for s in in_trace if s.service == node}
+                assert "tx.final" in names, (node, names)
+            assert any(s.name.endswith("SubmitTransaction") for s in in_trace)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from timecoin.node.node import Node
     from timecoin.p2p.network import PeerNetwork
     from timecoin.storage.chainstore import ChainStore
+    from timecoin.telemetry.tracing import NodeTracing
 
 log = logging.getLogger("timed")
 BYZANTINE_ENV = "TIMED_TEST_BYZANTINE"
@@ -80,7 +81,9 @@ async def serve(home: Path, cfg: NodeConfig) -> None:
     try:
         node = container.node()
         node_key = read_key(resolve(home, cfg.node_key_file))
-        api = _make_api_server(cfg, home, node, node_key.address_payload)
+        tracing = _make_tracing(cfg)
+        node.tracing = tracing
+        api = _make_api_server(cfg, home, node, node_key.address_payload, tracing)
         servers: list[object] = [api]
         if cfg.p2p.enabled:
             network = _make_network(cfg, home, node, node_key, container)
@@ -121,12 +124,32 @@ async def serve(home: Path, cfg: NodeConfig) -> None:
         finally:
             if metrics_server is not None:
                 metrics_server.stop()
+            if tracing is not None:
+                tracing.shutdown()  # flushes the spans still batched
         event(log, "Node stopped", height=node.chain.height)
     finally:
         container.shutdown_resources()
 
 
-def _make_api_server(cfg: NodeConfig, home: Path, node: Node, node_id: bytes) -> ApiServer:
+def _make_tracing(cfg: NodeConfig) -> NodeTracing | None:
+    """Tracing when an OTLP endpoint is configured (config, else the OTEL_* variables)."""
+    from timecoin.telemetry.tracing import NodeTracing, TracingSettings
+
+    settings = TracingSettings.from_env(
+        endpoint=cfg.telemetry.otlp_endpoint or None,
+        service_name=cfg.moniker,
+        sample_ratio=cfg.telemetry.trace_sample_ratio,
+        resource_attributes=(("timecoin.chain_id", cfg.chain_id),),
+    )
+    if not settings.endpoint:
+        return None
+    log.info("Tracing to %s as %s", settings.endpoint, settings.service_name)
+    return NodeTracing(settings)
+
+
+def _make_api_server(
+    cfg: NodeConfig, home: Path, node: Node, node_id: bytes, tracing: NodeTracing | None
+) -> ApiServer:
     from timecoin.api.server import ApiServer, ApiSettings
     from timecoin.node.api_backend import NodeApi
 
@@ -136,7 +159,8 @@ def _make_api_server(cfg: NodeConfig, home: Path, node: Node, node_id: bytes) ->
         tls_cert_file=resolve(home, cfg.api.tls_cert_file) if cfg.api.tls_cert_file else None,
         tls_key_file=resolve(home, cfg.api.tls_key_file) if cfg.api.tls_key_file else None,
     )
-    return ApiServer(NodeApi(node, node_id), settings)
+    interceptors = [tracing.server_interceptor()] if tracing is not None else []
+    return ApiServer(NodeApi(node, node_id), settings, interceptors=interceptors)
 
 
 class _MetaAddressBook:

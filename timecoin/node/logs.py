@@ -42,9 +42,20 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         out.update(getattr(record, "fields", None) or {})
+        trace_id = _trace_id()
+        if trace_id is not None:
+            out["trace_id"] = trace_id
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
+
+
+def _trace_id() -> str | None:
+    try:
+        from timecoin.telemetry.tracing import current_trace_id
+    except ImportError:  # tracing is optional at import time
+        return None
+    return current_trace_id()
 
 
 def setup_logging(fmt: str = "text", level: str = "info") -> None:

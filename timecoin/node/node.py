@@ -23,13 +23,14 @@ import contextlib
 import logging
 import os
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from timecoin._proto.consensus.v1 import consensus_pb2
+from timecoin._proto.types.v1 import types_pb2
 from timecoin.api.backend import BlockBroadcaster, BlockInfo, BlockSubscription
 from timecoin.consensus.engine import (
     BlockValidated,
@@ -79,6 +80,7 @@ from timecoin.core.types import (
 from timecoin.core.validators import validator_updates
 from timecoin.node.chainstate import EVIDENCE_MAX_AGE, ChainState, ProposedBlock
 from timecoin.node.logs import event
+from timecoin.telemetry.tracing import current_carrier
 from timecoin.wire.codec import (
     block_to_pb,
     decode_block,
@@ -104,6 +106,7 @@ _MAX_VOTES_PER_ANSWER = 1_000
 _MAX_OWN_VOTES = 64
 _PROPOSAL_RESEND_TICKS = 4
 """A proposal (with its block, up to 2 MB) is re-sent every 4th gossip tick only."""
+_MAX_TRACED_TXS = 100_000
 _RELAY_BATCH = 200
 """Transactions per gossip message (below the peer layer's per-batch cap)."""
 
@@ -160,6 +163,10 @@ class Node:
         """Blocks carried by proposals: hash -> (height, block, bytes); bounded per height."""
         self._pending_validation: set[bytes] = set()
         self.sync_target = 0
+        self.tracing: Any = None
+        """A ``telemetry.tracing.NodeTracing`` when traces are exported."""
+        self._tx_traces: OrderedDict[bytes, dict[str, str]] = OrderedDict()
+        """Trace carriers of pending transactions (bounded) so their commit joins the trace."""
         self._metrics_set: Any = None
         self.metrics: Any = None
         """A ``telemetry.metrics.NodeMetrics`` when the Prometheus endpoint is on."""
@@ -313,7 +320,8 @@ class Node:
                 handle = loop.call_later(after_ms / 1000, fire)
                 self._timers.add(handle)
             case RequestValue(height, round_):
-                proposed = await self.in_db(self._build, height)
+                with self._span("block.propose", height=height, round=round_):
+                    proposed = await self.in_db(self._build, height)
                 if proposed is not None:
                     self._candidates[proposed.block.hash] = proposed
                     self._feed(ProposeValue(height, round_, proposed.block.hash))
@@ -378,7 +386,8 @@ class Node:
             self.sync_target = max(self.sync_target, height)
             return
         started = time.perf_counter()
-        await self.in_db(self._commit, proposed, commit)
+        with self._span("block.commit", height=height, txs=len(proposed.block.txs)):
+            await self.in_db(self._commit, proposed, commit)
         self._after_commit(proposed.block, commit)
         block = proposed.block
         event(
@@ -396,7 +405,23 @@ class Node:
         nh = height + 1
         self._feed(NewHeight(nh, self.chain.validators(nh), self.chain.priorities.priorities))
 
+    def _trace_commit(self, block: Block) -> None:
+        """Close the trace of every traced transaction of *block* with a span on this node."""
+        if self.tracing is None:
+            return
+        h = block.header.height
+        for tx in block.txs:
+            carrier = self._tx_traces.pop(tx.txid, None)
+            if carrier is not None:
+                with self.tracing.span(
+                    "tx.final",
+                    carrier=carrier,
+                    attributes={"height": h, "block": block.hash.hex(), "txid": tx.txid.hex()},
+                ):
+                    pass
+
     def _observe_commit(self, block: Block, seconds: float) -> None:
+        self._trace_commit(block)
         m = self.metrics
         if m is None:
             return
@@ -498,15 +523,25 @@ class Node:
             self._pending_validation.add(block_hash)  # answered when the block arrives
             return
         try:
-            if not await self._check_block_signatures(received[1]):
-                raise BadSignature("a transaction of the block has a bad signature")
-            proposed = await self.in_db(self._validate_block, received[1], received[2], True)
+            with self._span("block.validate", height=height):
+                proposed = await self._validate_checked(received)
         except TimecoinError as exc:
             log.warning("proposed block %s is invalid: %s", block_hash.hex()[:16], exc)
             self._feed(BlockValidated(block_hash, False))
             return
         self._candidates[block_hash] = proposed
         self._feed(BlockValidated(block_hash, True))
+
+    async def _validate_checked(self, received: tuple[int, Block, bytes]) -> ProposedBlock:
+        if not await self._check_block_signatures(received[1]):
+            raise BadSignature("a transaction of the block has a bad signature")
+        return await self.in_db(self._validate_block, received[1], received[2], True)
+
+    def _span(self, name: str, **attributes: Any) -> Any:
+        """Return a tracing span for the node's own work, or a no-op when tracing is off."""
+        if self.tracing is None:
+            return contextlib.nullcontext()
+        return self.tracing.span(name, attributes=attributes)
 
     def _decode_proposed(self, msg: Any) -> tuple[Block, bytes]:
         block = decode_block(msg, self.params.network)
@@ -581,7 +616,7 @@ class Node:
                 self._publish(BlockInfo(block, commit))
                 if self.metrics is not None:
                     self.metrics.sync_progress(fb.height, target)
-                    self._observe_commit(block, 0.0)
+                self._observe_commit(block, 0.0)
                 if applied % 100 == 0 or fb.height == target:
                     elapsed = max(time.monotonic() - started, 1e-6)
                     rate = applied / elapsed
@@ -671,6 +706,15 @@ class Node:
         for m in txs:
             decoded.append(decode_transaction(m, self.params.network))
         await self.submit(decoded, from_peer=peer.node_id)
+
+    async def on_traced_transactions(self, peer: Any, txs: list[Any], trace: Any) -> None:
+        """Admit gossiped transactions, continuing the sender's trace when it sent one."""
+        if self.tracing is None or trace is None or not trace.traceparent:
+            await self.on_transactions(peer, txs)
+            return
+        carrier = {"traceparent": trace.traceparent, "tracestate": trace.tracestate}
+        with self.tracing.span("tx.gossip", carrier=carrier, attributes={"txs": len(txs)}):
+            await self.on_transactions(peer, txs)
 
     async def on_evidence(self, peer: Any, ev: Any) -> None:
         """Keep verified evidence for the next block we propose."""
@@ -846,6 +890,14 @@ class Node:
         """
         if not txs:
             return []
+        if self.tracing is None:
+            return await self._submit(txs, from_peer)
+        with self.tracing.span("tx.admit", attributes={"txs": len(txs)}):
+            return await self._submit(txs, from_peer)
+
+    async def _submit(
+        self, txs: Sequence[Transaction], from_peer: bytes | None
+    ) -> list[TimecoinError | None]:
         loop = asyncio.get_running_loop()
         chunk = max(1, len(txs) // (self._verify._max_workers or 1) + 1)  # noqa: SLF001
         parts = [txs[i : i + chunk] for i in range(0, len(txs), chunk)]
@@ -857,6 +909,19 @@ class Node:
         )
         pre = [r for part in results for r in part]
         out = await self.in_db(self._admit, txs, pre)
+        trace = None
+        if self.tracing is not None:
+            carrier = current_carrier()
+            if carrier:
+                trace = types_pb2.TraceContext(
+                    traceparent=carrier.get("traceparent", ""),
+                    tracestate=carrier.get("tracestate", ""),
+                )
+                for t, err in zip(txs, out, strict=True):
+                    if err is None:
+                        self._tx_traces[t.txid] = carrier
+                while len(self._tx_traces) > _MAX_TRACED_TXS:
+                    self._tx_traces.popitem(last=False)
         if self.network is not None:
             # Relay what we accepted to every peer but the one it came from.
             accepted = [
@@ -866,7 +931,7 @@ class Node:
                 exclude = [from_peer] if from_peer is not None else None
                 for i in range(0, len(accepted), _RELAY_BATCH):
                     self.network.broadcast_transactions(
-                        accepted[i : i + _RELAY_BATCH], exclude=exclude
+                        accepted[i : i + _RELAY_BATCH], exclude=exclude, trace=trace
                     )
         return out
 
