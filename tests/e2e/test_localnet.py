@@ -401,3 +401,16 @@ async def test_one_trace_follows_a_transaction_across_three_validators(localnet)
                 names = {s.name for s in in_trace if s.service == node}
                 assert "tx.final" in names, (node, names)
             assert any(s.name.endswith("SubmitTransaction") for s in in_trace)
+
+            # a proposal's trace continues on the validators that validate its block
+            def proposal_validated_elsewhere(spans):
+                for p in (s for s in spans if s.name == "block.proposal"):
+                    if any(
+                        v.trace_id == p.trace_id and v.service != p.service
+                        for v in spans
+                        if v.name == "block.validate"
+                    ):
+                        return True
+                return False
+
+            await collector.wait_for(proposal_validated_elsewhere, timeout_s=30)

@@ -166,6 +166,8 @@ class Node:
         self.tracing: Any = None
         """A ``telemetry.tracing.NodeTracing`` when traces are exported."""
         self._tx_traces: OrderedDict[bytes, dict[str, str]] = OrderedDict()
+        self._block_traces: dict[bytes, dict[str, str]] = {}
+        """Trace carriers of proposed blocks received from peers (pruned with them)."""
         """Trace carriers of pending transactions (bounded) so their commit joins the trace."""
         self._metrics_set: Any = None
         self.metrics: Any = None
@@ -443,6 +445,7 @@ class Node:
         height = block.header.height
         self._candidates.clear()
         self._received = {h: v for h, v in self._received.items() if v[0] > height}
+        self._block_traces = {h: c for h, c in self._block_traces.items() if h in self._received}
         self._pending_validation.clear()
         done = {evidence_element_hash(e) for e in block.evidence}
         oldest = height - EVIDENCE_MAX_AGE + 1
@@ -523,7 +526,14 @@ class Node:
             self._pending_validation.add(block_hash)  # answered when the block arrives
             return
         try:
-            with self._span("block.validate", height=height):
+            carrier = self._block_traces.pop(block_hash, None)
+            if self.tracing is not None and carrier is not None:
+                span = self.tracing.span(
+                    "block.validate", carrier=carrier, attributes={"height": height}
+                )
+            else:
+                span = self._span("block.validate", height=height)
+            with span:
                 proposed = await self._validate_checked(received)
         except TimecoinError as exc:
             log.warning("proposed block %s is invalid: %s", block_hash.hex()[:16], exc)
@@ -561,6 +571,12 @@ class Node:
                     proposal=proposal_to_pb(proposal), block=block_to_pb(cand.block)
                 )
             )
+            with self._span("block.proposal", height=proposal.height, round=proposal.round):
+                carrier = current_carrier()
+            if carrier:
+                # Validators continue this trace when they validate the block.
+                msg.trace.traceparent = carrier.get("traceparent", "")
+                msg.trace.tracestate = carrier.get("tracestate", "")
             cached = self._proposal_msg = (proposal, msg)
         if peer_id is None:
             self.network.broadcast_consensus(cached[1])
@@ -674,6 +690,11 @@ class Node:
                 if block.hash != proposal.block_hash or block.header.height != proposal.height:
                     raise BadHeader("proposal names another block than the one it carries")
                 self._received[block.hash] = (proposal.height, block, raw)
+                if msg.HasField("trace") and msg.trace.traceparent:
+                    self._block_traces[block.hash] = {
+                        "traceparent": msg.trace.traceparent,
+                        "tracestate": msg.trace.tracestate,
+                    }
             self.feed_from_peer(ProposalReceived(proposal), pid)
             if proposal.block_hash in self._pending_validation:
                 self._pending_validation.discard(proposal.block_hash)
