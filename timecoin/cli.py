@@ -130,6 +130,7 @@ def testnet(
 
 
 def _add_commands() -> None:
+    from timecoin.cli_admin import register as register_admin
     from timecoin.cli_client import register
     from timecoin.cli_masternode import masternode
     from timecoin.sim.cli import sim
@@ -139,6 +140,7 @@ def _add_commands() -> None:
     main.add_command(masternode)
     register(main)
     register_health(main)
+    register_admin(main)
 
 
 _add_commands()

@@ -35,6 +35,9 @@ PROTECTED_METHODS: frozenset[str] = frozenset(
     {
         "/timecoin.wallet.v1.WalletService/SubmitTransaction",
         "/timecoin.wallet.v1.WalletService/SubmitTransactionStream",
+        "/timecoin.admin.v1.AdminService/Backup",
+        "/timecoin.admin.v1.AdminService/ListPeers",
+        "/timecoin.admin.v1.AdminService/Unban",
     }
 )
 """Full method names that need the credential (wallet submission; admin methods join here)."""

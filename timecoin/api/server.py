@@ -259,9 +259,20 @@ class ApiServer:
         chain_pb2_grpc.add_ChainServiceServicer_to_server(self.chain, self._server)
         wallet_pb2_grpc.add_WalletServiceServicer_to_server(self.wallet, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        services = list(SERVICE_NAMES)
+        if hasattr(backend, "backup"):
+            from timecoin._proto.admin.v1 import admin_pb2_grpc
+            from timecoin.api.admin_service import SERVICE_NAME as ADMIN
+            from timecoin.api.admin_service import AdminService
+
+            admin_pb2_grpc.add_AdminServiceServicer_to_server(
+                AdminService(backend),  # type: ignore[arg-type]
+                self._server,
+            )
+            services.append(ADMIN)
         reflection.enable_server_reflection(
             (
-                *SERVICE_NAMES,
+                *services,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ),

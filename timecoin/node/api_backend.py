@@ -6,8 +6,10 @@ the event loop.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
+from timecoin.api.admin_service import BackupResult, PeerRow
 from timecoin.api.backend import (
     BlockInfo,
     BlockSubscription,
@@ -161,3 +163,35 @@ class NodeApi:
 
     def subscribe_blocks(self, max_queue: int) -> BlockSubscription:
         return self.node.subscribe_blocks(max_queue)
+
+    # --- admin (AdminService) ------------------------------------------------------
+
+    async def backup(self, destination: str) -> BackupResult:
+        """Copy a consistent snapshot of the store while the node keeps running."""
+        from pathlib import Path
+
+        from timecoin.node.maintenance import backup_store
+
+        kv = self.node.chain.store.kv
+        # A snapshot is read on its own thread: commits go on, the copy stays consistent.
+        s = await asyncio.to_thread(backup_store, kv, Path(destination))
+        return BackupResult(s.height, s.tip_hash, s.utxo_commitment, s.keys, destination)
+
+    async def list_peers(self) -> list[PeerRow]:
+        net = self.node.network
+        if net is None:
+            return []
+        return [
+            PeerRow(p.node_id, p.address, p.listen_address, p.direction, p.height)
+            for p in net.peers()
+        ]
+
+    async def unban(self, target: str) -> bool:
+        net = self.node.network
+        if net is None:
+            raise NotFound("this node runs without a peer network")
+        try:
+            key: bytes | str = bytes.fromhex(target) if len(target) == 40 else target
+        except ValueError:
+            key = target
+        return bool(net.unban(key))
