@@ -199,6 +199,23 @@ async def test_prometheus_endpoint_reports_the_chain(dev_node):
         missed = [s for s in fams["timed_consensus_missed_blocks"] if s.name.endswith("_total")]
         assert len(missed) == 1 and missed[0].value == 0
         assert fams["timed_blocks_committed"][0].value >= 2
+        steps = {
+            smp.labels["step"]: smp.value
+            for smp in fams["timed_consensus_step_duration_seconds"]
+            if smp.name.endswith("_count")
+        }
+        # one validator passes prevote and precommit inside a single engine step, so
+        # only the steps seen between events are timed here (all of them on a network)
+        assert steps["propose"] >= 2
+        # a payment through the API shows up in the submit->final latency histogram
+        async with node.client() as c:
+            op, amount = await _genesis_coin(c, node)
+            tx = _pay(node, op, amount)
+            await c.submit(tx)
+            await c.wait_final(tx.txid, timeout_s=30)
+        fams = await asyncio.to_thread(scrape)
+        latency = [s for s in fams["timed_tx_submit_to_final_seconds"] if s.name.endswith("_count")]
+        assert latency[0].value == 1
     node.stop()
 
 

@@ -414,3 +414,13 @@ async def test_one_trace_follows_a_transaction_across_three_validators(localnet)
                 return False
 
             await collector.wait_for(proposal_validated_elsewhere, timeout_s=30)
+
+            # and every node traces its consensus rounds
+            def rounds_everywhere(spans):
+                return {s.service for s in spans if s.name == "consensus.round"} >= {
+                    "node1",
+                    "node2",
+                    "node3",
+                }
+
+            await collector.wait_for(rounds_everywhere, timeout_s=30)

@@ -170,6 +170,12 @@ class Node:
         """Trace carriers of proposed blocks received from peers (pruned with them)."""
         """Trace carriers of pending transactions (bounded) so their commit joins the trace."""
         self._metrics_set: Any = None
+        self._seen_round: tuple[int, int] = (0, -1)
+        self._seen_step: Any = None
+        self._round_started = self._step_started = 0.0
+        self._round_span: Any = None
+        self._submitted_at: OrderedDict[bytes, float] = OrderedDict()
+        """When transactions submitted to this node's API arrived (submit->final latency)."""
         self.metrics: Any = None
         """A ``telemetry.metrics.NodeMetrics`` when the Prometheus endpoint is on."""
         self.byzantine_key: Any = None
@@ -235,6 +241,8 @@ class Node:
                 with contextlib.suppress(Exception):
                     await s.stop(2.0)
             self.broadcaster.close_all()
+            if self._round_span is not None:
+                self._round_span.end()
             # Waits for an in-flight block write; nothing new is queued after cancel.
             self._db.shutdown(wait=True)
             self._consensus.shutdown(wait=True)
@@ -306,6 +314,7 @@ class Node:
             except TimecoinError as exc:
                 log.debug("consensus input rejected: %s", exc)
                 continue
+            self._observe_engine()
             for action in actions:
                 await self._execute(action)
 
@@ -407,6 +416,34 @@ class Node:
         nh = height + 1
         self._feed(NewHeight(nh, self.chain.validators(nh), self.chain.priorities.priorities))
 
+    def _observe_engine(self) -> None:
+        """Report round and step changes of the engine (metrics, and a span per round)."""
+        s = self.engine.state
+        now = time.perf_counter()
+        key = (s.height, s.round)
+        if key != self._seen_round:
+            if self._round_span is not None:
+                self._round_span.end()
+                self._round_span = None
+            self._seen_round = key
+            self._round_started = now
+            if self.metrics is not None and s.height > 0:
+                self.metrics.round_started(s.height, s.round)
+            if self.tracing is not None and s.height > 0:
+                self._round_span = self.tracing.tracer.start_span(
+                    "consensus.round", attributes={"height": s.height, "round": s.round}
+                )
+        if s.step != self._seen_step:
+            prev, self._seen_step = self._seen_step, s.step
+            if self.metrics is not None and prev is not None:
+                self.metrics.step_finished(prev.name, now - self._step_started)
+                # Leaving PREVOTE/PRECOMMIT means 2f+1 of that vote (or a timeout) arrived.
+                if prev.name in ("PREVOTE", "PRECOMMIT"):
+                    self.metrics.quorum_reached(prev.name, now - self._round_started)
+            if self._round_span is not None:
+                self._round_span.add_event("step", {"step": s.step.name})
+            self._step_started = now
+
     def _trace_commit(self, block: Block) -> None:
         """Close the trace of every traced transaction of *block* with a span on this node."""
         if self.tracing is None:
@@ -428,6 +465,16 @@ class Node:
         if m is None:
             return
         m.block_committed(block.header.height, len(block.txs) - 1, seconds)
+        now = time.perf_counter()
+        for tx in block.txs:
+            t0 = self._submitted_at.pop(tx.txid, None)
+            if t0 is not None:
+                m.tx_final(now - t0)
+        if block.last_commit is not None and block.header.height > 1:
+            signers = {cs.validator_address for cs in block.last_commit.signatures}
+            for v in self.chain.validators(block.header.height - 1).validators:
+                if v.address not in signers:
+                    m.missed_block(v.address.hex())
         m.mempool_changed(len(self.mempool), self.mempool.size_bytes)
         nxt = self.chain.validators(block.header.height + 1)
         if nxt is not self._metrics_set:
@@ -930,6 +977,13 @@ class Node:
         )
         pre = [r for part in results for r in part]
         out = await self.in_db(self._admit, txs, pre)
+        if self.metrics is not None and from_peer is None:
+            arrived = time.perf_counter()
+            for t, err in zip(txs, out, strict=True):
+                if err is None:
+                    self._submitted_at[t.txid] = arrived
+            while len(self._submitted_at) > _MAX_TRACED_TXS:
+                self._submitted_at.popitem(last=False)
         trace = None
         if self.tracing is not None:
             carrier = current_carrier()
