@@ -102,9 +102,20 @@ def verify_store(
         store.close()
 
 
+def _fresh(path: Path, label: str) -> Path:
+    """Return a sibling of *path* named ``<name>.<label>-<time>`` that does not exist yet."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    n = 0
+    while True:
+        candidate = path.with_name(f"{path.name}.{label}-{stamp}" + (f"-{n}" if n else ""))
+        if not candidate.exists():
+            return candidate
+        n += 1
+
+
 def _swap_in(data: Path, new: Path) -> Path:
     """Move *new* into place as *data*, keeping the old store and the guard state."""
-    kept = data.with_name(f"{data.name}.old-{int(time.time())}")
+    kept = _fresh(data, "old")
     guard = data / PRIVVAL_STATE_FILE
     if data.exists():
         data.rename(kept)
@@ -119,7 +130,7 @@ def restore_store(
     source: Path, data: Path, params: ChainParams, genesis: Genesis, rules: LedgerRules
 ) -> tuple[StoreSummary, Path]:
     """Make the backup at *source* the store at *data* (node stopped); return what was kept."""
-    staging = data.with_name(f"{data.name}.restore-{int(time.time())}")
+    staging = _fresh(data, "restore")
     shutil.copytree(source, staging)
     (staging / PRIVVAL_STATE_FILE).unlink(missing_ok=True)  # never roll the guard back
     try:
@@ -138,7 +149,7 @@ def reindex_store(
     from timecoin.wire.codec import decode_block
 
     old = ChainStore(open_store("leveldb", data, {"create_if_missing": False}))
-    staging = data.with_name(f"{data.name}.reindex-{int(time.time())}")
+    staging = _fresh(data, "reindex")
     try:
         tip = old.tip()
         if tip is None:

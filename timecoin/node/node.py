@@ -354,9 +354,7 @@ class Node:
             case BroadcastVote(vote):
                 self._own_votes.append(vote)
                 if self.network is not None:
-                    self.network.broadcast_consensus(
-                        consensus_pb2.ConsensusMessage(vote=vote_to_pb(vote))
-                    )
+                    self._broadcast(consensus_pb2.ConsensusMessage(vote=vote_to_pb(vote)))
                     if self.byzantine_key is not None:
                         self._equivocate(vote)
 
@@ -507,6 +505,19 @@ class Node:
         self._own_votes = []
         self.blocks_committed += 1
 
+    def _broadcast(self, msg: consensus_pb2.ConsensusMessage) -> int:
+        """Send a consensus message to every peer, counting its bytes per message type."""
+        n = int(self.network.broadcast_consensus(msg))
+        if self.metrics is not None and n:
+            self.metrics.message_bytes("out", str(msg.WhichOneof("kind")), msg.ByteSize() * n)
+        return n
+
+    def _send_to(self, peer_id: bytes, msg: consensus_pb2.ConsensusMessage) -> bool:
+        ok = bool(self.network.send_consensus(peer_id, msg))
+        if self.metrics is not None and ok:
+            self.metrics.message_bytes("out", str(msg.WhichOneof("kind")), msg.ByteSize())
+        return ok
+
     def _has_evidence(self, evidence: DuplicateVoteEvidence) -> bool:
         key = evidence_element_hash(evidence)
         return any(evidence_element_hash(e) == key for e in self._evidence)
@@ -525,7 +536,7 @@ class Node:
         twin = Vote(
             twin.type, twin.height, twin.round, twin.block_hash, twin.validator_address, sig
         )
-        self.network.broadcast_consensus(consensus_pb2.ConsensusMessage(vote=vote_to_pb(twin)))
+        self._broadcast(consensus_pb2.ConsensusMessage(vote=vote_to_pb(twin)))
 
     # --- blocks from peers ----------------------------------------------------------
 
@@ -626,9 +637,9 @@ class Node:
                 msg.trace.tracestate = carrier.get("tracestate", "")
             cached = self._proposal_msg = (proposal, msg)
         if peer_id is None:
-            self.network.broadcast_consensus(cached[1])
+            self._broadcast(cached[1])
         else:
-            self.network.send_consensus(peer_id, cached[1])
+            self._send_to(peer_id, cached[1])
 
     # --- sync -------------------------------------------------------------------------
 
@@ -716,6 +727,8 @@ class Node:
         """Route one consensus message from *peer* to the engine (decoded and bounded)."""
         kind = msg.WhichOneof("kind")
         pid = peer.node_id
+        if self.metrics is not None:
+            self.metrics.message_bytes("in", str(kind), msg.ByteSize())
         if kind == "vote":
             vote = vote_from_pb(msg.vote)
             self._note_height(pid, vote.height - 1)
@@ -764,12 +777,12 @@ class Node:
         for vt in (VoteType.PREVOTE, VoteType.PRECOMMIT):
             for r in {round_, self.engine.state.round}:
                 for v in votes.votes(vt, r)[:_MAX_VOTES_PER_ANSWER]:
-                    self.network.send_consensus(
-                        peer_id, consensus_pb2.ConsensusMessage(vote=vote_to_pb(v))
-                    )
+                    self._send_to(peer_id, consensus_pb2.ConsensusMessage(vote=vote_to_pb(v)))
 
     async def on_transactions(self, peer: Any, txs: list[Any]) -> None:
         """Admit gossiped transactions and pass the accepted ones on."""
+        if self.metrics is not None:
+            self.metrics.message_bytes("in", "transactions", sum(m.ByteSize() for m in txs))
         decoded = []
         for m in txs:
             decoded.append(decode_transaction(m, self.params.network))
@@ -829,9 +842,9 @@ class Node:
             round_step=consensus_pb2.RoundStep(height=s.height, round=s.round, step=int(s.step))
         )
         if peer_id is None:
-            self.network.broadcast_consensus(msg)
+            self._broadcast(msg)
         else:
-            self.network.send_consensus(peer_id, msg)
+            self._send_to(peer_id, msg)
 
     async def _gossip_loop(self) -> None:
         """Re-send what peers may have missed (CometBFT's gossip routines, simplified).
@@ -852,10 +865,10 @@ class Node:
             if self._last_proposal is not None and ticks % _PROPOSAL_RESEND_TICKS == 0:
                 self._send_proposal(self._last_proposal)
             for v in self._own_votes[-_MAX_OWN_VOTES:]:
-                self.network.broadcast_consensus(consensus_pb2.ConsensusMessage(vote=vote_to_pb(v)))
+                self._broadcast(consensus_pb2.ConsensusMessage(vote=vote_to_pb(v)))
             s = self.engine.state
             if s.height > 0:
-                self.network.broadcast_consensus(
+                self._broadcast(
                     consensus_pb2.ConsensusMessage(
                         vote_set_request=consensus_pb2.VoteSetRequest(
                             height=s.height, round=s.round
@@ -1005,9 +1018,12 @@ class Node:
             if accepted:
                 exclude = [from_peer] if from_peer is not None else None
                 for i in range(0, len(accepted), _RELAY_BATCH):
-                    self.network.broadcast_transactions(
+                    sent = self.network.broadcast_transactions(
                         accepted[i : i + _RELAY_BATCH], exclude=exclude, trace=trace
                     )
+                    if self.metrics is not None and sent:
+                        size = sum(m.ByteSize() for m in accepted[i : i + _RELAY_BATCH])
+                        self.metrics.message_bytes("out", "transactions", size * sent)
         return out
 
     async def tx_in_chain(self, txid: bytes) -> int | None:
