@@ -399,7 +399,11 @@ async def test_one_trace_follows_a_transaction_across_three_validators(localnet)
             # every node admitted it from gossip or the API and saw it final, under one trace
             for node in ("node1", "node2", "node3"):
                 names = {s.name for s in in_trace if s.service == node}
-                assert "tx.final" in names, (node, names)
+                assert {"tx.admit", "tx.decided", "tx.final"} <= names, (node, names)
+            # the proposer proposed it, the other validators validated the block holding it
+            proposers = {s.service for s in in_trace if s.name == "tx.propose"}
+            validators = {s.service for s in in_trace if s.name == "tx.validate"}
+            assert proposers and (proposers | validators) == {"node1", "node2", "node3"}
             assert any(s.name.endswith("SubmitTransaction") for s in in_trace)
 
             # a proposal's trace continues on the validators that validate its block

@@ -334,6 +334,7 @@ class Node:
                 with self._span("block.propose", height=height, round=round_):
                     proposed = await self.in_db(self._build, height)
                 if proposed is not None:
+                    self._trace_txs(proposed.block, "tx.propose", round=round_)
                     self._candidates[proposed.block.hash] = proposed
                     self._feed(ProposeValue(height, round_, proposed.block.hash))
             case RequestValidation(height, block_hash):
@@ -394,6 +395,10 @@ class Node:
             log.warning("decided block %s unknown here; syncing it", block_hash.hex()[:16])
             self.sync_target = max(self.sync_target, height)
             return
+        # Decided: more than 2/3 of the power precommitted this block in commit.round.
+        self._trace_txs(
+            proposed.block, "tx.decided", round=commit.round, precommits=len(commit.signatures)
+        )
         started = time.perf_counter()
         with self._span("block.commit", height=height, txs=len(proposed.block.txs)):
             await self.in_db(self._commit, proposed, commit)
@@ -441,6 +446,17 @@ class Node:
             if self._round_span is not None:
                 self._round_span.add_event("step", {"step": s.step.name})
             self._step_started = now
+
+    def _trace_txs(self, block: Block, name: str, **attributes: Any) -> None:
+        """Add a span named *name* to the trace of each traced transaction of *block*."""
+        if self.tracing is None or not self._tx_traces:
+            return
+        attrs = {"height": block.header.height, "block": block.hash.hex(), **attributes}
+        for tx in block.txs:
+            carrier = self._tx_traces.get(tx.txid)
+            if carrier is not None:
+                with self.tracing.span(name, carrier=carrier, attributes=attrs):
+                    pass
 
     def _trace_commit(self, block: Block) -> None:
         """Close the trace of every traced transaction of *block* with a span on this node."""
@@ -597,6 +613,7 @@ class Node:
             log.warning("proposed block %s is invalid: %s", block_hash.hex()[:16], exc)
             self._feed(BlockValidated(block_hash, False))
             return
+        self._trace_txs(proposed.block, "tx.validate")
         self._candidates[block_hash] = proposed
         self._feed(BlockValidated(block_hash, True))
 
