@@ -428,3 +428,22 @@ async def test_one_trace_follows_a_transaction_across_three_validators(localnet)
                 }
 
             await collector.wait_for(rounds_everywhere, timeout_s=30)
+
+            # calls between peers are traced on both ends (server and client spans); the
+            # long-lived streams end, and their spans are exported, at a clean shutdown
+            for i in range(3):
+                assert await asyncio.to_thread(net.stop, i) == 0
+
+            def peer_calls_traced(spans):
+                names = {(s.service, s.name) for s in spans}
+                return all(
+                    (n, "/timecoin.p2p.v1.P2PService/GetPeerStatus") in names
+                    or (n, "/timecoin.p2p.v1.P2PService/Gossip") in names
+                    for n in ("node1", "node2", "node3")
+                )
+
+            try:
+                await collector.wait_for(peer_calls_traced, timeout_s=30)
+            except TimeoutError:
+                seen = sorted({(s.service, s.name) for s in collector.spans if "/" in s.name})
+                raise AssertionError(f"peer call spans: {seen}") from None

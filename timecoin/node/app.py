@@ -125,6 +125,8 @@ async def serve(home: Path, cfg: NodeConfig) -> None:
             if metrics_server is not None:
                 metrics_server.stop()
             if tracing is not None:
+                # Let the done-callbacks of closed peer calls end their spans first.
+                await asyncio.sleep(0.2)
                 tracing.shutdown()  # flushes the spans still batched
         event(log, "Node stopped", height=node.chain.height)
     finally:
@@ -216,4 +218,19 @@ def _make_network(
         key=node_key,
         rules_plugins=tuple(rules_plugins(pm)),
     )
-    return PeerNetwork(pcfg, identity, node, address_store=_MetaAddressBook(node.chain.store, node))
+    tracing = node.tracing
+    server_i: list[object] = []
+    client_i: list[object] = []
+    if tracing is not None:
+        from timecoin.telemetry.peer_tracing import PeerServerTracing, peer_client_interceptors
+
+        server_i = [PeerServerTracing(tracing)]
+        client_i = peer_client_interceptors(tracing)
+    return PeerNetwork(
+        pcfg,
+        identity,
+        node,
+        address_store=_MetaAddressBook(node.chain.store, node),
+        server_interceptors=server_i,
+        client_interceptors=client_i,
+    )

@@ -24,7 +24,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import grpc
@@ -187,8 +187,14 @@ class PeerNetwork:
         handler: P2PHandler,
         *,
         address_store: AddressBookStore | None = None,
+        server_interceptors: Sequence[Any] = (),
+        client_interceptors: Sequence[Any] = (),
     ) -> None:
         self.cfg = cfg
+        self.server_interceptors = tuple(server_interceptors)
+        """grpc.aio interceptors on the peer listener (e.g. tracing every call into the node)."""
+        self.client_interceptors = tuple(client_interceptors)
+        """grpc.aio interceptors on every channel to a peer (e.g. tracing calls out)."""
         self.identity = identity
         self.node_id = identity.node_id
         self.handler = handler
@@ -233,7 +239,9 @@ class PeerNetwork:
     async def start(self) -> None:
         """Bind the listener, then dial seeds and persistent peers in the background."""
         self._started_at = time.monotonic()
-        server = grpc.aio.server(options=self._options())
+        server = grpc.aio.server(
+            options=self._options(), interceptors=list(self.server_interceptors) or None
+        )
         server.add_generic_rpc_handlers(
             (
                 grpc.method_handlers_generic_handler(
@@ -1170,8 +1178,12 @@ class PeerNetwork:
             creds = grpc.ssl_channel_credentials(
                 root_certificates=self.cfg.tls_root_cert_file.read_bytes()
             )
-            return grpc.aio.secure_channel(address, creds, options=opts)
-        return grpc.aio.insecure_channel(address, options=opts)
+            return grpc.aio.secure_channel(
+                address, creds, options=opts, interceptors=list(self.client_interceptors) or None
+            )
+        return grpc.aio.insecure_channel(
+            address, options=opts, interceptors=list(self.client_interceptors) or None
+        )
 
     async def connect(self, address: str) -> PeerInfo:
         """Dial *address*, handshake, and serve the peer in the background.
