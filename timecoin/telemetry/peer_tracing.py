@@ -81,13 +81,17 @@ def _with_trace(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetai
     )
 
 
+def _method(details: grpc.aio.ClientCallDetails) -> str:
+    m = details.method
+    return m.decode() if isinstance(m, bytes) else str(m)
+
+
 class _ClientBase:
     def __init__(self, tracing: NodeTracing) -> None:
         self._tracing = tracing
 
     def _span(self, details: grpc.aio.ClientCallDetails) -> Any:
-        name = details.method.decode() if isinstance(details.method, bytes) else details.method
-        return self._tracing.tracer.start_as_current_span(str(name), kind=SpanKind.CLIENT)
+        return self._tracing.tracer.start_as_current_span(_method(details), kind=SpanKind.CLIENT)
 
 
 class _UnaryUnary(_ClientBase, grpc.aio.UnaryUnaryClientInterceptor):
@@ -98,7 +102,7 @@ class _UnaryUnary(_ClientBase, grpc.aio.UnaryUnaryClientInterceptor):
 
 class _UnaryStream(_ClientBase, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        span = self._tracing.tracer.start_span(str(details.method), kind=SpanKind.CLIENT)
+        span = self._tracing.tracer.start_span(_method(details), kind=SpanKind.CLIENT)
         with trace.use_span(span, end_on_exit=False):
             call = await continuation(_with_trace(details), request)
         call.add_done_callback(lambda _: span.end())
@@ -109,7 +113,7 @@ class _StreamStream(_ClientBase, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(
         self, continuation: Any, details: Any, request_iterator: Any
     ) -> Any:
-        span = self._tracing.tracer.start_span(str(details.method), kind=SpanKind.CLIENT)
+        span = self._tracing.tracer.start_span(_method(details), kind=SpanKind.CLIENT)
         with trace.use_span(span, end_on_exit=False):
             call = await continuation(_with_trace(details), request_iterator)
         call.add_done_callback(lambda _: span.end())
