@@ -399,6 +399,9 @@ PER_VALIDATOR_RESERVE_BYTES = 200
 """Room per validator for its coinbase output and its commit signature."""
 PER_EVIDENCE_RESERVE_BYTES = 400
 """Room per evidence item (two votes with signatures)."""
+TX_FRAMING_BYTES = 4
+"""Field tag and length prefix of each transaction inside the Block message: 10,000
+small transactions add 40 KB that the size of the transactions alone does not show."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,7 +469,7 @@ def build_block_template(
     for tx in candidates:
         if len(chosen) + 1 >= params.max_block_txs:
             break
-        size = effective_size(tx)
+        size = effective_size(tx) + TX_FRAMING_BYTES
         if used + size > budget:
             continue  # a smaller one may still fit
         try:

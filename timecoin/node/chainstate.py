@@ -24,18 +24,20 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from timecoin.consensus.proposer import ProposerPriorities
-from timecoin.core.block import BlockContext, BlockResult, expected_coinbase, validate_block
-from timecoin.core.commit import commit_hash, commit_signers, evidence_hash, validators_hash
-from timecoin.core.errors import BadHeight, ConfigError, StorageError, TimecoinError
+from timecoin.core.block import (
+    BlockContext,
+    BlockResult,
+    build_block_template,
+    validate_block,
+)
+from timecoin.core.errors import BadHeight, ConfigError, StorageError
 from timecoin.core.genesis import Genesis, genesis_changes, genesis_hash, genesis_validator_set
-from timecoin.core.merkle import merkle_root
 from timecoin.core.muhash import MuHash3072, apply_changes
 from timecoin.core.params import ChainParams
 from timecoin.core.rules import LedgerRules
-from timecoin.core.tx import validate_transaction
 from timecoin.core.types import (
     Block,
     BlockHeader,
@@ -46,8 +48,8 @@ from timecoin.core.types import (
     TxOut,
     ValidatorSet,
 )
-from timecoin.core.utxo import UtxoChanges, UtxoOverlay
-from timecoin.core.validators import next_validator_set, remove_validators, validator_updates
+from timecoin.core.utxo import UtxoChanges
+from timecoin.core.validators import next_validator_set, remove_validators
 from timecoin.node import failpoints
 from timecoin.storage.chainstore import BlockRecord, ChainStore
 from timecoin.wire.codec import (
@@ -56,7 +58,6 @@ from timecoin.wire.codec import (
     decode_validator_set,
     encode_block,
     encode_commit,
-    encode_evidence,
     encode_tx_body,
     encode_validator_set,
     make_block,
@@ -64,9 +65,6 @@ from timecoin.wire.codec import (
 )
 
 log = logging.getLogger("timed.chain")
-
-_TX_FRAMING_BYTES = 4
-"""Field tag and length prefix of one transaction inside a Block message (< 2 MiB)."""
 
 EVIDENCE_MAX_AGE = 100
 """Heights after which evidence of an equivocation is no longer accepted in a block."""
@@ -206,7 +204,7 @@ class ChainState:
     # --- queries ----------------------------------------------------------------
 
     def validators(self, height: int) -> ValidatorSet:
-        """Return the set that decides *height* (tip, tip+1 or tip+2), else from history."""
+        """Return the set that decides *height* (in memory for tip-1 to tip+2, else stored)."""
         vs = self._sets.get(height)
         if vs is not None:
             return vs
@@ -276,46 +274,47 @@ class ChainState:
         """
         height = self.height + 1
         params = self.params
-        vs = self._sets[height]
-        proposer_v = vs.get(proposer)
+        proposer_v = self._sets[height].get(proposer)
         if proposer_v is None:
             raise BadHeight(f"{proposer.hex()} is not a validator at height {height}")
-        signers = commit_signers(last_commit, self._sets[self.height]) if last_commit else []
-        overlay = UtxoOverlay(self.store)
-        chosen: list[Transaction] = []
-        registrations: list[Transaction] = []
-        fees = 0
-        # Reserve room for everything but the candidates: header (< 512 bytes),
-        # the coinbase (one output per payee, ~40 bytes each), the last commit
-        # and the evidence, each with its protobuf framing.
-        size = (
-            512
-            + 128
-            + 48 * (len(signers) + 1)
-            + (len(encode_commit(last_commit)) + 8 if last_commit else 0)
-            + sum(len(encode_evidence(e)) + 8 for e in evidence)
+        t = build_block_template(
+            candidates,
+            self._context(now_ms, proposer, evidence),
+            self.store,
+            self.rules,
+            self.muhash,
+            proposer=proposer_v,
+            last_commit=last_commit,
+            evidence=evidence,
+            make_coinbase=self._make_coinbase,
+            signatures_checked=signatures_checked,
         )
-        sig_ok = True if signatures_checked else None
-        for tx in candidates:
-            framed = tx.size + _TX_FRAMING_BYTES
-            if len(chosen) + 2 > params.max_block_txs or size + framed > params.max_block_bytes:
-                break
-            try:
-                if any(overlay.is_spent_here(i.prev_out) for i in tx.body.inputs):
-                    continue
-                fee = validate_transaction(tx, overlay, height, params, sig_ok=sig_ok)
-                self.rules.validate_transaction(tx, overlay, height, params)
-                if tx.body.masternode is not None:
-                    # Two registrations of one operator key would make the block invalid.
-                    validator_updates([*registrations, tx], self._sets[height + 1], strict=True)
-                    registrations.append(tx)
-            except TimecoinError:
-                continue
-            overlay.apply_tx(tx, height)
-            chosen.append(tx)
-            fees += fee
-            size += framed
-        _, outputs = expected_coinbase(height, fees, proposer_v, signers, params, self.rules)
+        header = BlockHeader(
+            version=params.block_version,
+            chain_id=params.chain_id,
+            height=height,
+            time_ms=max(now_ms, self.tip_time_ms + 1),
+            prev_block_hash=self.tip_hash,
+            tx_root=t.tx_root,
+            last_commit_hash=t.last_commit_hash,
+            validators_hash=t.validators_hash,
+            next_validators_hash=t.next_validators_hash,
+            utxo_commitment=t.utxo_commitment,
+            proposer_address=proposer,
+            evidence_hash=t.evidence_hash,
+        )
+        block = make_block(header, t.txs, last_commit, evidence)
+        result = self.validate(
+            block,
+            now_ms,
+            expected_proposer=proposer,
+            signatures_checked=True,
+            known_commitment=(t.changes, t.muhash),
+        )
+        return ProposedBlock(block, encode_block(block), result)
+
+    def _make_coinbase(self, height: int, outputs: Sequence[tuple[bytes, int]]) -> Transaction:
+        params = self.params
         body = TxBody(
             version=params.tx_version,
             chain_id=params.chain_id,
@@ -323,40 +322,13 @@ class ChainState:
             outputs=tuple(TxOut(amount, pkh) for pkh, amount in outputs),
             coinbase_height=height,
         )
-        coinbase = make_transaction(
+        # A coinbase is bounded by the block size, not the transaction size.
+        return make_transaction(
             encode_tx_body(body, params.network),
             (),
             params.network,
             max_size=params.max_block_bytes,
         )
-        overlay.apply_tx(coinbase, height)
-        txs = (coinbase, *chosen)
-        changes = overlay.changes()
-        h = self.muhash.copy()
-        apply_changes(h, changes)
-        header = BlockHeader(
-            version=params.block_version,
-            chain_id=params.chain_id,
-            height=height,
-            time_ms=max(now_ms, self.tip_time_ms + 1),
-            prev_block_hash=self.tip_hash,
-            tx_root=merkle_root([tx.txid for tx in txs]),
-            last_commit_hash=commit_hash(last_commit),
-            validators_hash=validators_hash(vs),
-            next_validators_hash=validators_hash(self._sets[height + 1]),
-            utxo_commitment=h.digest(),
-            proposer_address=proposer,
-            evidence_hash=evidence_hash(evidence),
-        )
-        block = make_block(header, txs, last_commit, evidence)
-        result = self.validate(
-            block,
-            now_ms,
-            expected_proposer=proposer,
-            signatures_checked=True,
-            known_commitment=(changes, h),
-        )
-        return ProposedBlock(block, encode_block(block), result)
 
     def validate(
         self,
@@ -370,8 +342,6 @@ class ChainState:
         """Validate *block* as the next block; raises an InvalidBlock subclass."""
         ctx = self._context(now_ms, expected_proposer, block.evidence)
         if signatures_checked:
-            from dataclasses import replace
-
             ctx = replace(ctx, signatures_checked=True)
         return validate_block(
             block, ctx, self.store, self.rules, self.muhash, known_commitment=known_commitment
@@ -410,7 +380,10 @@ class ChainState:
         failpoints.hit("block_write.before")
         self.store.commit_block(record)
         failpoints.hit("block_write.after")
-        self._sets = {height: self._sets[height], height + 1: set_h1, height + 2: set_h2}
+        # The parent's set stays too: it signed this block's last commit, which the
+        # node's metrics read (missed blocks) without touching the store.
+        parent = {height - 1: self._sets[height - 1]} if height - 1 in self._sets else {}
+        self._sets = {**parent, height: self._sets[height], height + 1: set_h1, height + 2: set_h2}
         self.priorities = new_prios
         self.muhash = result.muhash
         self.height = height

@@ -29,9 +29,11 @@ from timecoin.core.genesis import Genesis
 from timecoin.core.muhash import MuHash3072, coin_element
 from timecoin.core.params import ChainParams
 from timecoin.core.rules import LedgerRules
+from timecoin.node.chainstate import ChainState
 from timecoin.storage.backends import open_store
 from timecoin.storage.chainstore import ChainReader, ChainStore
 from timecoin.storage.kv import KVStore, WriteBatch
+from timecoin.wire.codec import decode_block, decode_commit
 
 PRIVVAL_STATE_FILE = "priv_validator_state.json"
 _BATCH_KEYS = 10_000
@@ -88,8 +90,6 @@ def verify_store(
     path: Path, params: ChainParams, genesis: Genesis, rules: LedgerRules
 ) -> StoreSummary:
     """Open *path* as this chain's store and check its UTXO set against its commitment."""
-    from timecoin.node.chainstate import ChainState
-
     store = ChainStore(open_store("leveldb", path, {"create_if_missing": False}))
     try:
         chain = ChainState(params, genesis, store, rules)
@@ -145,9 +145,6 @@ def reindex_store(
     data: Path, params: ChainParams, genesis: Genesis, rules: LedgerRules
 ) -> tuple[StoreSummary, Path]:
     """Rebuild indexes and the UTXO set from the stored blocks (node stopped)."""
-    from timecoin.node.chainstate import ChainState
-    from timecoin.wire.codec import decode_block
-
     old = ChainStore(open_store("leveldb", data, {"create_if_missing": False}))
     staging = _fresh(data, "reindex")
     try:
@@ -163,8 +160,6 @@ def reindex_store(
                 if raw is None or commit_raw is None:
                     raise StorageError(f"{data}: block {h} or its commit is missing")
                 block = decode_block(raw, params.network)
-                from timecoin.wire.codec import decode_commit
-
                 # Full validation, signatures included, against the sets it recomputes.
                 result = new.validate(block, block.header.time_ms)
                 new.commit(block, raw, result, decode_commit(commit_raw))

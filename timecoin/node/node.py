@@ -26,7 +26,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from timecoin._proto.consensus.v1 import consensus_pb2
@@ -61,7 +61,6 @@ from timecoin.core.errors import (
     BadHeight,
     BadSignature,
     InvalidVote,
-    NotFound,
     RateLimited,
     Reason,
     TimecoinError,
@@ -123,11 +122,6 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-@dataclass(slots=True)
-class _Waiters:
-    by_txid: dict[bytes, list[asyncio.Future[int]]] = field(default_factory=dict)
-
-
 class Node:
     """One TimeCoin node: chain state, mempool and the consensus driver."""
 
@@ -149,9 +143,8 @@ class Node:
         self.address = engine_config.address
         self._db = ThreadPoolExecutor(1, thread_name_prefix="timed-db")
         self._consensus = ThreadPoolExecutor(1, thread_name_prefix="timed-consensus")
-        self._verify = ThreadPoolExecutor(
-            verify_workers or max(2, os.cpu_count() or 2), thread_name_prefix="timed-verify"
-        )
+        self._verify_workers = verify_workers or max(2, os.cpu_count() or 2)
+        self._verify = ThreadPoolExecutor(self._verify_workers, thread_name_prefix="timed-verify")
         # Two inboxes for the engine: our own events (timers, built blocks) are
         # never dropped; events from peers are bounded and dropped when full.
         self._internal: deque[tuple[Event, bytes | None]] = deque()
@@ -189,7 +182,6 @@ class Node:
         self._evidence: list[DuplicateVoteEvidence] = []
         self.broadcaster = BlockBroadcaster()
         self._max_subs = max_subscribers
-        self._waiters = _Waiters()
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
         self.blocks_committed = 0
@@ -211,6 +203,20 @@ class Node:
 
         with contextlib.suppress(RuntimeError):  # executor already shut down
             self._db.submit(run)
+
+    async def _on_verify_threads(
+        self, items: Sequence[Any], fn: Callable[[Any], T], *, min_chunk: int = 1
+    ) -> list[T]:
+        """Apply *fn* to every item on the verify threads, in chunks, results in order."""
+        if not items:
+            return []
+        loop = asyncio.get_running_loop()
+        size = max(min_chunk, len(items) // self._verify_workers + 1)
+        parts = [items[i : i + size] for i in range(0, len(items), size)]
+        results = await asyncio.gather(
+            *(loop.run_in_executor(self._verify, lambda p=p: [fn(x) for x in p]) for p in parts)
+        )
+        return [r for part in results for r in part]
 
     async def _in_consensus(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._consensus, fn, *args)
@@ -572,24 +578,11 @@ class Node:
         block is then validated on the storage thread without re-verifying.
         """
         todo = [tx for tx in block.txs[1:] if not self.mempool.has_verified(tx)]
-        if not todo:
-            return True
-        loop = asyncio.get_running_loop()
-        workers = self._verify._max_workers or 1  # noqa: SLF001
-        size = max(64, len(todo) // workers + 1)
-        parts = [todo[i : i + size] for i in range(0, len(todo), size)]
         chain_id = self.params.chain_id
-
-        def check(part: list[Transaction]) -> bool:
-            for tx in part:
-                if not signatures_valid(tx, chain_id):
-                    return False
-            return True
-
-        results = await asyncio.gather(
-            *(loop.run_in_executor(self._verify, check, p) for p in parts)
+        ok = await self._on_verify_threads(
+            todo, lambda tx: signatures_valid(tx, chain_id), min_chunk=64
         )
-        return all(results)
+        return all(ok)
 
     async def _validate_received(self, height: int, block_hash: bytes) -> None:
         if block_hash in self._candidates:
@@ -911,28 +904,6 @@ class Node:
 
     def _publish(self, info: BlockInfo) -> None:
         self.broadcaster.publish(info)
-        height = info.block.header.height
-        for tx in info.block.txs:
-            for fut in self._waiters.by_txid.pop(tx.txid, ()):
-                if not fut.done():
-                    fut.set_result(height)
-
-    async def wait_final(self, txid: bytes, timeout_s: float) -> int:
-        """Return the height at which *txid* is final (already or within *timeout_s*)."""
-        loc = await self.in_db(self.chain.store.get_tx_location, txid)
-        if loc is not None:
-            return int(loc.height)
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._waiters.by_txid.setdefault(txid, []).append(fut)
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await fut
-        finally:
-            lst = self._waiters.by_txid.get(txid)
-            if lst is not None and fut in lst:
-                lst.remove(fut)
-                if not lst:
-                    del self._waiters.by_txid[txid]
 
     # --- transaction admission ----------------------------------------------------
 
@@ -996,16 +967,7 @@ class Node:
     async def _submit(
         self, txs: Sequence[Transaction], from_peer: bytes | None
     ) -> list[TimecoinError | None]:
-        loop = asyncio.get_running_loop()
-        chunk = max(1, len(txs) // (self._verify._max_workers or 1) + 1)  # noqa: SLF001
-        parts = [txs[i : i + chunk] for i in range(0, len(txs), chunk)]
-        results = await asyncio.gather(
-            *(
-                loop.run_in_executor(self._verify, lambda p=p: [self._precheck(t) for t in p])
-                for p in parts
-            )
-        )
-        pre = [r for part in results for r in part]
+        pre = await self._on_verify_threads(txs, self._precheck)
         out = await self.in_db(self._admit, txs, pre)
         if self.metrics is not None and from_peer is None:
             arrived = time.perf_counter()
@@ -1042,10 +1004,3 @@ class Node:
                         size = sum(m.ByteSize() for m in accepted[i : i + _RELAY_BATCH])
                         self.metrics.message_bytes("out", "transactions", size * sent)
         return out
-
-    async def tx_in_chain(self, txid: bytes) -> int | None:
-        loc = await self.in_db(self.chain.store.get_tx_location, txid)
-        return None if loc is None else int(loc.height)
-
-
-__all__ = ["AlreadyKnown", "Node", "NotFound", "now_ms"]

@@ -18,6 +18,7 @@ from timecoin.core.errors import RulesRejected
 from timecoin.core.hashing import sha256
 from timecoin.rules import hookspecs as rules_hookspecs
 from timecoin.rules.hookspecs import PROJECT
+from timecoin.storage.backends import add_storage_hookspecs
 
 if TYPE_CHECKING:
     from timecoin.core.params import ChainParams
@@ -38,12 +39,7 @@ def build_plugin_manager(
     """
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(rules_hookspecs)
-    try:
-        from timecoin.storage import hookspecs as storage_hookspecs
-    except ImportError:  # storage hookspecs are optional for rules-only tools
-        pass
-    else:
-        pm.add_hookspecs(storage_hookspecs)
+    add_storage_hookspecs(pm)
     if load_entrypoints:
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     for p in plugins:
