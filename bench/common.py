@@ -8,6 +8,7 @@ import os
 import socket
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,15 @@ def rss_mb(pid: int) -> float:
     except OSError:
         pass
     return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by process *pid* (all its threads)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def raw_verifies_per_s(n: int = 5000) -> float:
@@ -105,6 +115,9 @@ class LoadResult:
     accept_s: float = 0.0
     blocks: int = 0
     rounds: list[int] = field(default_factory=list)
+    node_cpu_s: float = 0.0
+    """CPU seconds the node processes used while the load ran (see ``push_load``)."""
+    client_cpu_s: float = 0.0
 
     def report(self, verifies: float, total: int) -> float:
         end = max(self.final.values(), default=time.perf_counter())
@@ -122,14 +135,33 @@ class LoadResult:
                 f"submit->final latency p50 / p99:             {statistics.median(lat) * 1000:7.0f} / {p99 * 1000:.0f} ms"
             )
         print(f"ratio finalized tx/s : verifies/s            {tps / verifies:10.3f}")
+        if n and self.node_cpu_s:
+            per_tx = self.node_cpu_s / n * 1e6
+            print(
+                f"node CPU per finalized tx:                   {per_tx:7.0f} us  "
+                f"(= {per_tx * verifies / 1e6:.1f} raw verifies; bench client used "
+                f"{self.client_cpu_s:.1f} CPU s of the same 2 cores)"
+            )
         return tps
 
 
 async def push_load(
-    clients: list[ApiClient], watch: ApiClient, txs: list, *, batch: int, timeout_s: float
+    clients: list[ApiClient],
+    watch: ApiClient,
+    txs: list,
+    *,
+    batch: int,
+    timeout_s: float,
+    node_pids: Sequence[int] = (),
 ) -> LoadResult:
-    """Submit *txs* over one stream per client; record submit and finalization times."""
+    """Submit *txs* over one stream per client; record submit and finalization times.
+
+    CPU used by *node_pids* and by this process between the first submit and
+    the last finalization is recorded too.
+    """
     res = LoadResult()
+    cpu0 = [cpu_seconds(p) for p in node_pids]
+    client0 = time.process_time()
     done = asyncio.Event()
 
     async def watcher() -> None:
@@ -168,5 +200,7 @@ async def push_load(
             await done.wait()
     except TimeoutError:
         pass
+    res.node_cpu_s = sum(cpu_seconds(p) - c for p, c in zip(node_pids, cpu0, strict=True))
+    res.client_cpu_s = time.process_time() - client0
     task.cancel()
     return res

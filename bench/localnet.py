@@ -83,7 +83,14 @@ async def run(
     txs = payments(params, faucet, coins)
     h0 = (await clients[0].status()).height
     t_start = time.perf_counter()
-    res = await push_load(clients, clients[0], txs, batch=ns.batch, timeout_s=ns.timeout)
+    res = await push_load(
+        clients,
+        clients[0],
+        txs,
+        batch=ns.batch,
+        timeout_s=ns.timeout,
+        node_pids=[p.pid for p in procs],
+    )
     elapsed = time.perf_counter() - t_start
     h1 = (await clients[0].status()).height
     res.report(verifies, len(txs))

@@ -98,7 +98,14 @@ async def run(ns: argparse.Namespace) -> None:
             txs = payments(params, wallet, all_coins[: ns.txs])
             clients = [node.client() for _ in range(ns.clients)]
             try:
-                res = await push_load(clients, c, txs, batch=ns.batch, timeout_s=ns.timeout)
+                res = await push_load(
+                    clients,
+                    c,
+                    txs,
+                    batch=ns.batch,
+                    timeout_s=ns.timeout,
+                    node_pids=[node.proc.pid],
+                )
             finally:
                 for cl in clients:
                     await cl.close()

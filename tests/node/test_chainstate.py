@@ -158,22 +158,58 @@ def test_crash_at_failpoint_recovers(dev_home, point, expected_height):
     chain.store.close()
 
 
-def test_known_commitment_is_still_checked_against_the_header(dev_home):
+def test_own_template_result_equals_full_validation(dev_home):
+    """The proposer skips the per-tx loop for its own template: both paths agree."""
+    chain = open_chain(dev_home)
+    _, last = produce(chain, dev_home)
+    genesis_op = OutPoint(genesis_hash(dev_home.genesis), 0)
+    split = build_transfer(
+        dev_home.params,
+        dev_home.wallet,
+        [genesis_op],
+        [(dev_home.wallet.address_payload, 10**10)] * 20,
+    )
+    _, last = produce(chain, dev_home, [split], last)
+    pays = [
+        build_transfer(
+            dev_home.params, dev_home.wallet, [OutPoint(split.txid, i)], [(bytes([i]) * 20, 10**9)]
+        )
+        for i in range(20)
+    ]
+    now = int(time.time() * 1000)
+    p = chain.build_block(dev_home.validator.address_payload, now, last, pays)
+    full = chain.validate(p.block, now, signatures_checked=True)
+    assert full == p.result and len(p.block.txs) == 21
+    assert full.fees > 0 and len(full.changes.spent) == 20 and len(full.changes.created) == 21
+    chain.commit(p.block, p.block_bytes, p.result, commit_for(dev_home, p.block))
+    assert chain.tip_info().utxo_commitment == recompute_commitment(chain.store)
+    chain.store.close()
+
+
+def test_template_commitment_is_still_checked_against_the_header(dev_home):
+    from dataclasses import replace
+
+    from timecoin.core.block import build_block_template
     from timecoin.core.errors import BadUtxoCommitment
-    from timecoin.core.utxo import UtxoChanges
 
     chain = open_chain(dev_home)
-    p = chain.build_block(dev_home.validator.address_payload, int(time.time() * 1000), None, [])
     now = int(time.time() * 1000)
-    # the builder's own state is reused and agrees with the header
-    ok = chain.validate(p.block, now, known_commitment=(p.result.changes, p.result.muhash))
-    assert ok.utxo_commitment == p.block.header.utxo_commitment
-    # a wrong state for the same changes cannot slip past the header check
-    with pytest.raises(BadUtxoCommitment):
-        chain.validate(p.block, now, known_commitment=(p.result.changes, MuHash3072()))
-    # for other changes it is ignored and the commitment recomputed
-    other = UtxoChanges((), ())
-    assert chain.validate(p.block, now, known_commitment=(other, MuHash3072())).utxo_commitment == (
-        p.block.header.utxo_commitment
+    p = chain.build_block(dev_home.validator.address_payload, now, None, [])
+    ctx = chain._context(now, dev_home.validator.address_payload, ())
+    t = build_block_template(
+        [],
+        ctx,
+        chain.store,
+        chain.rules,
+        chain.muhash,
+        proposer=chain.validators(1).get(dev_home.validator.address_payload),
+        last_commit=None,
+        make_coinbase=chain._make_coinbase,
     )
+    t = replace(t, txs=p.block.txs)
+    assert chain.validate(p.block, now, template=t) == p.result
+    with pytest.raises(BadUtxoCommitment):
+        chain.validate(p.block, now, template=replace(t, utxo_commitment=bytes(32)))
+    with pytest.raises(ValueError):
+        chain.validate(p.block, now, template=replace(t, txs=()))
     chain.store.close()

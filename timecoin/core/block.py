@@ -283,7 +283,7 @@ def validate_block(
     rules: LedgerRules,
     muhash: MuHash3072,
     *,
-    known_commitment: tuple[UtxoChanges, MuHash3072] | None = None,
+    template: BlockTemplate | None = None,
 ) -> BlockResult:
     """Validate *block* on top of its parent and return the effect of applying it.
 
@@ -291,10 +291,14 @@ def validate_block(
     state (not modified). Raises an ``InvalidBlock`` subclass (or
     ``BlockTransactionInvalid`` with the offending transaction's reason).
 
-    *known_commitment* is ``(changes, muhash after them)`` as the proposer
-    computed it while building this block; when the changes found here are
-    equal, the MuHash state is reused instead of hashing every coin again.
-    The comparison with the header's commitment is made either way.
+    *template* is the ``build_block_template`` result this node built *block*
+    from, on this same parent state: its transactions already went through the
+    per-transaction checks below (the same functions, against the same UTXO
+    view), so that loop is not run a second time and the template's fees and
+    changes are used. Everything else (header, bounds, sets, merkle root, last
+    commit, coinbase, registry updates, evidence, block rules, commitment) is
+    checked as for any block. ``tests/unit/test_block.py`` checks that both
+    paths return the same result.
     """
     params = ctx.params
     header = block.header
@@ -309,6 +313,12 @@ def validate_block(
         raise BlockTransactionInvalid(0, BadCoinbase("first transaction is not a coinbase"))
     signers = _check_last_commit(block, ctx)
 
+    if template is not None:
+        if template.txs != txs:  # identical objects: a cheap comparison
+            raise ValueError("validate_block: the template does not hold this block's txs")
+        return _finish_block(
+            block, ctx, txs, template.fees, proposer, signers, rules, None, template
+        )
     overlay = UtxoOverlay(view)
     fees = 0
     sig_ok = True if ctx.signatures_checked else None
@@ -329,12 +339,35 @@ def validate_block(
             raise BlockTransactionInvalid(i, exc) from exc
         if fees > MAX_MONEY_UNITS:
             raise BadReward("block fees exceed the money bound")
+    return _finish_block(block, ctx, txs, fees, proposer, signers, rules, overlay, muhash)
 
+
+def _finish_block(
+    block: Block,
+    ctx: BlockContext,
+    txs: Sequence[Transaction],
+    fees: int,
+    proposer: Validator,
+    signers: tuple[Validator, ...],
+    rules: LedgerRules,
+    overlay: UtxoOverlay | None,
+    state: MuHash3072 | BlockTemplate,
+) -> BlockResult:
+    """Run the checks after the transaction loop: coinbase, registry, evidence, commitment.
+
+    *state* is the parent's MuHash state, which the overlay's changes update,
+    or the block's own template (*overlay* None: its changes and commitment
+    already include the coinbase).
+    """
+    params = ctx.params
+    header = block.header
+    height = header.height
     reward, expected = expected_coinbase(height, fees, proposer, signers, params, rules)
     coinbase = txs[0]
     try:
         paid = validate_coinbase(coinbase, height, expected, reward, params)
-        overlay.apply_tx(coinbase, height)
+        if overlay is not None:
+            overlay.apply_tx(coinbase, height)
     except BadReward:
         raise
     except TimecoinError as exc:
@@ -349,12 +382,12 @@ def validate_block(
     culprits = _check_evidence(block, ctx)
     rules.validate_block(block, ctx.validators, params)
 
-    changes = overlay.changes()
-    if known_commitment is not None and known_commitment[0] == changes:
-        new_muhash = known_commitment[1]
-        digest = new_muhash.digest()
+    if isinstance(state, BlockTemplate):
+        changes, new_muhash, digest = state.changes, state.muhash, state.utxo_commitment
     else:
-        digest, new_muhash = next_utxo_commitment(muhash, changes)
+        assert overlay is not None
+        changes = overlay.changes()
+        digest, new_muhash = next_utxo_commitment(state, changes)
     if digest != header.utxo_commitment:
         raise BadUtxoCommitment("utxo_commitment does not match the UTXO set after the block")
     return BlockResult(

@@ -30,6 +30,7 @@ from timecoin.consensus.proposer import ProposerPriorities
 from timecoin.core.block import (
     BlockContext,
     BlockResult,
+    BlockTemplate,
     build_block_template,
     validate_block,
 )
@@ -48,7 +49,6 @@ from timecoin.core.types import (
     TxOut,
     ValidatorSet,
 )
-from timecoin.core.utxo import UtxoChanges
 from timecoin.core.validators import next_validator_set, remove_validators
 from timecoin.node import failpoints
 from timecoin.storage.chainstore import BlockRecord, ChainStore
@@ -309,7 +309,7 @@ class ChainState:
             now_ms,
             expected_proposer=proposer,
             signatures_checked=True,
-            known_commitment=(t.changes, t.muhash),
+            template=t,
         )
         return ProposedBlock(block, encode_block(block), result)
 
@@ -337,15 +337,13 @@ class ChainState:
         *,
         expected_proposer: bytes | None = None,
         signatures_checked: bool = False,
-        known_commitment: tuple[UtxoChanges, MuHash3072] | None = None,
+        template: BlockTemplate | None = None,
     ) -> BlockResult:
         """Validate *block* as the next block; raises an InvalidBlock subclass."""
         ctx = self._context(now_ms, expected_proposer, block.evidence)
         if signatures_checked:
             ctx = replace(ctx, signatures_checked=True)
-        return validate_block(
-            block, ctx, self.store, self.rules, self.muhash, known_commitment=known_commitment
-        )
+        return validate_block(block, ctx, self.store, self.rules, self.muhash, template=template)
 
     # --- committing ---------------------------------------------------------------
 

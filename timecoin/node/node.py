@@ -177,6 +177,8 @@ class Node:
         self._proposal_msg: tuple[Proposal, Any] | None = None
         self._own_votes: list[Vote] = []
         self._timers: set[asyncio.TimerHandle] = set()
+        self._round0_at = time.monotonic()
+        """When round 0 of the current height started (or is due to start)."""
         self._candidates: dict[bytes, ProposedBlock] = {}
         self._last_commit: Commit | None = None
         self._evidence: list[DuplicateVoteEvidence] = []
@@ -282,6 +284,7 @@ class Node:
     async def _consensus_loop(self) -> None:
         chain = self.chain
         height = chain.height + 1
+        self._round0_at = time.monotonic()
         self._feed(
             NewHeight(
                 height, chain.validators(height), chain.priorities.priorities, start_delay_ms=0
@@ -423,7 +426,31 @@ class Node:
         self._publish(BlockInfo(block, commit))
         self._observe_commit(block, time.perf_counter() - started)
         nh = height + 1
-        self._feed(NewHeight(nh, self.chain.validators(nh), self.chain.priorities.priorities))
+        delay_ms = self._next_start_delay_ms()
+        self._feed(
+            NewHeight(
+                nh,
+                self.chain.validators(nh),
+                self.chain.priorities.priorities,
+                start_delay_ms=delay_ms,
+            )
+        )
+
+    def _next_start_delay_ms(self) -> int:
+        """Wait before the next height so blocks come once per block interval.
+
+        The interval counts from the start of the height just decided, so the
+        time spent building, voting and committing a block is not added on top
+        of it (a busy devnet keeps ~1 block/s instead of 1 s + processing). A
+        tenth of the interval is always kept, CometBFT's ``timeout_commit`` in
+        small: late precommits still reach the next block's last commit.
+        """
+        interval = self.engine.config.timeouts.commit_ms
+        now = time.monotonic()
+        spent_ms = (now - self._round0_at) * 1000
+        delay_ms = int(max(interval // 10, interval - spent_ms))
+        self._round0_at = now + delay_ms / 1000
+        return delay_ms
 
     def _observe_engine(self) -> None:
         """Report round and step changes of the engine (metrics, and a span per round)."""
@@ -722,6 +749,7 @@ class Node:
             event(log, "Sync finished", height=self.chain.height, blocks=applied)
         # Rejoin consensus at the new height at once (no commit wait: we are late).
         self._internal.clear()
+        self._round0_at = time.monotonic()
         self._feed(
             NewHeight(
                 height,
