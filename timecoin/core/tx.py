@@ -161,8 +161,8 @@ def validate_transaction_stateless(tx: Transaction, params: ChainParams) -> None
         if len(op.txid) != HASH_LEN or not _is_amount(op.index) or not 0 <= op.index <= _MAX_U32:
             # Range-checked here so no UTXO store ever has to encode an impossible key.
             raise InvalidTransaction(f"input {i} has a malformed outpoint", index=i)
-        if len(txin.pubkey) != PUBKEY_LEN:
-            raise BadPubkey(f"input {i} pubkey must be 33 bytes", index=i)
+        if len(txin.pubkey) != PUBKEY_LEN or txin.pubkey[0] not in (2, 3):
+            raise BadPubkey(f"input {i} pubkey must be 33-byte compressed", index=i)
     _check_outputs(body.outputs, params, coinbase=False)
     mn = body.masternode
     if mn is not None:
@@ -208,6 +208,10 @@ def check_signatures(tx: Transaction, chain_id: str) -> None:
     digest = tx_sign_digest(chain_id, tx.body_bytes)
     for i, txin in enumerate(inputs):
         if not is_valid_signature(txin.pubkey, sigs[i], digest):
+            try:
+                validate_pubkey(txin.pubkey)  # only on failure: name the key if it is the cause
+            except BadPubkey as exc:
+                raise BadPubkey(f"input {i}: {exc.message}", index=i) from None
             raise BadSignature(f"signature {i} does not verify", index=i)
 
 
@@ -215,7 +219,7 @@ def signatures_valid(tx: Transaction, chain_id: str) -> bool:
     """Tell whether ``check_signatures`` would pass; for batch verification on worker threads."""
     try:
         check_signatures(tx, chain_id)
-    except BadSignature:
+    except (BadSignature, BadPubkey):
         return False
     return True
 
