@@ -168,6 +168,26 @@ def test_precomputed_signature_flag(funded):
     assert not signatures_valid(forged, PARAMS.chain_id)
 
 
+def test_prechecked_flag_skips_only_the_stateless_checks(funded, monkeypatch):
+    import timecoin.core.tx as txmod
+
+    view, ops = funded
+    tx = _simple(ops)
+    calls = []
+    real = txmod.validate_transaction_stateless
+    monkeypatch.setattr(
+        txmod, "validate_transaction_stateless", lambda *a: calls.append(1) or real(*a)
+    )
+    assert validate_transaction(tx, view, 1, PARAMS) == FEE
+    assert calls == [1]
+    assert validate_transaction(tx, view, 1, PARAMS, prechecked=True) == FEE
+    assert calls == [1]
+    # The stateful checks still run: a spent input is refused either way.
+    gone = MemoryUtxoView(())
+    with pytest.raises(err.MissingInput):
+        validate_transaction(tx, gone, 1, PARAMS, prechecked=True, sig_ok=True)
+
+
 # --- inputs -----------------------------------------------------------------
 
 

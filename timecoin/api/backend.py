@@ -57,6 +57,9 @@ class BlockInfo:
     commit: Commit | None
     """Precommits of >2/3 power for ``block`` (the next block's ``last_commit`` or the
     stored seen commit for the tip); None only if the node has not stored it yet."""
+    block_bytes: bytes = b""
+    """The block's wire encoding when the node has it (stored or just built): served
+    as it is instead of converting ``block`` back, which costs ~3 us per transaction."""
 
     @property
     def height(self) -> int:

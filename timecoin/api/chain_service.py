@@ -18,11 +18,12 @@ import grpc.aio
 
 from timecoin import __version__
 from timecoin._proto.chain.v1 import chain_pb2, chain_pb2_grpc
+from timecoin._proto.types.v1 import types_pb2 as pb
 from timecoin.api.backend import BlockInfo, NodeBackend, TxState, TxStatus
 from timecoin.api.errors import guard_unary, guard_unary_stream, rejection_to_pb
 from timecoin.core.address import decode_address, encode_address
 from timecoin.core.errors import DecodeError, NotFound, RateLimited
-from timecoin.core.types import HASH_LEN, Block
+from timecoin.core.types import HASH_LEN
 from timecoin.wire.codec import (
     block_to_pb,
     commit_to_pb,
@@ -72,8 +73,8 @@ def _hash_arg(value: bytes, what: str) -> bytes:
     return bytes(value)
 
 
-def _block_pb(block: Block, include_transactions: bool) -> Any:
-    msg = block_to_pb(block)
+def _block_pb(info: BlockInfo, include_transactions: bool = True) -> Any:
+    msg = pb.Block.FromString(info.block_bytes) if info.block_bytes else block_to_pb(info.block)
     if not include_transactions:
         del msg.txs[:]
     return msg
@@ -129,7 +130,7 @@ class ChainService(chain_pb2_grpc.ChainServiceServicer):
         if info is None:
             raise NotFound(f"no {what}")
         resp = chain_pb2.GetBlockResponse(
-            block=block_to_pb(info.block), block_hash=info.hash, height=info.height
+            block=_block_pb(info), block_hash=info.hash, height=info.height
         )
         if info.commit is not None:
             resp.commit.CopyFrom(commit_to_pb(info.commit))
@@ -206,7 +207,7 @@ class ChainService(chain_pb2_grpc.ChainServiceServicer):
                 async for info in sub:
                     last = info.height
                     yield chain_pb2.SubscribeBlocksResponse(
-                        block=_block_pb(info.block, request.include_transactions),
+                        block=_block_pb(info, request.include_transactions),
                         height=info.height,
                         block_hash=info.hash,
                     )

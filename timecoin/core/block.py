@@ -479,7 +479,8 @@ def build_block_template(
     commit and evidence) is used up. ``make_coinbase(height, outputs)``
     builds the coinbase transaction (the wire layer serializes its body).
     ``signatures_checked`` defaults to True because mempool transactions were
-    fully verified, for this chain id, on admission. *last_commit* and
+    fully verified, for this chain id, on admission: signatures and the
+    stateless checks are not run again (the UTXO, fee and rules checks are). *last_commit* and
     *evidence* must already be verified (they come from this node's consensus).
     """
     params = ctx.params
@@ -511,7 +512,9 @@ def build_block_template(
             for txin in tx.body.inputs:
                 if overlay.is_spent_here(txin.prev_out):
                     raise DoubleSpend(f"{txin.prev_out} already spent in this block")
-            fee = validate_transaction(tx, overlay, height, params, sig_ok=sig_ok)
+            fee = validate_transaction(
+                tx, overlay, height, params, sig_ok=sig_ok, prechecked=signatures_checked
+            )
             rules.validate_transaction(tx, overlay, height, params)
             if tx.body.masternode is not None:
                 validator_updates([*registry_probe, tx], ctx.next_validators, strict=True)

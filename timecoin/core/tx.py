@@ -231,6 +231,7 @@ def validate_transaction(
     params: ChainParams,
     *,
     sig_ok: bool | None = None,
+    prechecked: bool = False,
 ) -> int:
     """Fully validate non-coinbase *tx* for inclusion at *height*; return its fee in units.
 
@@ -239,9 +240,12 @@ def validate_transaction(
     InsufficientFunds), the minimum fee rate (FeeTooLow) and finally the
     signatures (BadSignature). ``sig_ok=True`` means the caller already ran
     ``check_signatures`` for this chain id; ``False`` rejects; ``None`` (the
-    default) verifies here.
+    default) verifies here. ``prechecked=True`` means the caller already ran
+    ``validate_transaction_stateless`` with these *params* (the node does it
+    before admission, on its verify threads), so it is not run again.
     """
-    validate_transaction_stateless(tx, params)
+    if not prechecked:
+        validate_transaction_stateless(tx, params)
     body = tx.body
     in_total = 0
     maturity = params.coinbase_maturity

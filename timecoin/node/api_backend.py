@@ -76,7 +76,7 @@ class NodeApi:
         if commit is None and height < chain.height:
             nxt = store.get_block_bytes(height + 1)
             commit = None if nxt is None else decode_block(nxt, chain.params.network).last_commit
-        return BlockInfo(block, commit)
+        return BlockInfo(block, commit, raw)
 
     async def get_block(self, height: int | None, block_hash: bytes | None) -> BlockInfo | None:
         return await self.node.in_db(self._block_info, height, block_hash)

@@ -335,7 +335,10 @@ class Mempool:
     def _default_validate(
         self, tx: Transaction, view: UtxoView, height: int, *, sig_ok: bool | None = None
     ) -> int:
-        return validate_transaction(tx, view, height, self.params, sig_ok=sig_ok)
+        # sig_ok=True comes from the node's precheck, which also ran the stateless checks.
+        return validate_transaction(
+            tx, view, height, self.params, sig_ok=sig_ok, prechecked=sig_ok is True
+        )
 
     # --- queries --------------------------------------------------------------
 
@@ -531,7 +534,8 @@ class Mempool:
         size cap (Oversized), unconfirmed parent (MissingInput), conflict with
         a pending spend (DoubleSpend), the ledger validator and the rules hook,
         then the pool limits (evicting lower fee rates, else MempoolFull).
-        ``sig_ok=True`` tells the validator signatures were verified already.
+        ``sig_ok=True`` tells the validator signatures were verified already
+        and the stateless checks passed (the node's precheck does both).
         Every rejection raises a TimecoinError with its reason and is recorded
         for ``status``/``rejection`` and ``stats``.
         """

@@ -81,7 +81,6 @@ from timecoin.node.chainstate import EVIDENCE_MAX_AGE, ChainState, ProposedBlock
 from timecoin.node.logs import event
 from timecoin.telemetry.tracing import current_carrier
 from timecoin.wire.codec import (
-    block_to_pb,
     decode_block,
     decode_commit,
     decode_transaction,
@@ -423,7 +422,7 @@ class Node:
             round=commit.round,
             commit_ms=round((time.perf_counter() - started) * 1000, 1),
         )
-        self._publish(BlockInfo(block, commit))
+        self._publish(BlockInfo(block, commit, proposed.block_bytes))
         self._observe_commit(block, time.perf_counter() - started)
         nh = height + 1
         delay_ms = self._next_start_delay_ms()
@@ -663,7 +662,8 @@ class Node:
             # Built once per proposal: converting a full block is the costly part.
             msg = consensus_pb2.ConsensusMessage(
                 proposal=consensus_pb2.ProposalMessage(
-                    proposal=proposal_to_pb(proposal), block=block_to_pb(cand.block)
+                    proposal=proposal_to_pb(proposal),
+                    block=types_pb2.Block.FromString(cand.block_bytes),
                 )
             )
             with self._span("block.proposal", height=proposal.height, round=proposal.round):
@@ -724,7 +724,7 @@ class Node:
                     break
                 applied += 1
                 self._after_commit(block, commit)
-                self._publish(BlockInfo(block, commit))
+                self._publish(BlockInfo(block, commit, fb.block))
                 if self.metrics is not None:
                     self.metrics.sync_progress(fb.height, target)
                 self._observe_commit(block, 0.0)

@@ -201,7 +201,10 @@ def outpoint_to_pb(op: OutPoint) -> pb.OutPoint:
 
 def _outpoint_from_pb(msg: pb.OutPoint) -> OutPoint:
     """Convert a parsed OutPoint message; raises DecodeError unless txid is 32 bytes."""
-    return OutPoint(txid=_fixed(msg.txid, HASH_LEN, "outpoint txid"), index=msg.index)
+    txid = msg.txid
+    if len(txid) != HASH_LEN:
+        _fixed(txid, HASH_LEN, "outpoint txid")  # raises
+    return OutPoint(txid, msg.index)
 
 
 # --- transactions -----------------------------------------------------------------
@@ -257,12 +260,10 @@ def _tx_body_from_pb(
     for n, i in enumerate(msg.inputs):
         if not i.HasField("prev_out"):
             raise DecodeError(f"input {n}: missing prev_out")
-        inputs.append(
-            TxIn(
-                prev_out=_outpoint_from_pb(i.prev_out),
-                pubkey=_input_pubkey(i.pubkey, f"input {n}"),
-            )
-        )
+        pubkey = i.pubkey
+        if len(pubkey) != PUBKEY_LEN or pubkey[0] not in (2, 3):
+            _input_pubkey(pubkey, f"input {n}")  # raises; the message is built only then
+        inputs.append(TxIn(_outpoint_from_pb(i.prev_out), pubkey))
     outputs = [
         TxOut(amount=o.amount, pubkey_hash=decode_address(o.address, network)) for o in msg.outputs
     ]
@@ -320,8 +321,11 @@ def _transaction_from_pb(
 ) -> Transaction:
     """Convert a parsed, size-checked Transaction message; the body is parsed from its bytes."""
     _count(msg.signatures, limits.max_inputs, "signatures", Reason.TOO_MANY_ITEMS)
-    signatures = tuple(_signature(s, f"signature {n}") for n, s in enumerate(msg.signatures))
-    body_bytes = bytes(msg.body_bytes)
+    signatures = tuple(msg.signatures)  # repeated bytes: already immutable bytes
+    for n, s in enumerate(signatures):
+        if len(s) != SIGNATURE_LEN:
+            _signature(s, f"signature {n}")  # raises with the index in the message
+    body_bytes = msg.body_bytes
     body = _tx_body_from_pb(
         _parse(pb.TxBody, body_bytes, limits.max_block_bytes, "tx body"), network, limits=limits
     )
