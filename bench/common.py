@@ -153,9 +153,14 @@ async def push_load(
     batch: int,
     timeout_s: float,
     node_pids: Sequence[int] = (),
+    rate: float = 0.0,
 ) -> LoadResult:
     """Submit *txs* over one stream per client; record submit and finalization times.
 
+    With *rate* 0 every client sends as fast as the node accepts (saturation:
+    the figure is throughput, latency is mostly queueing). With *rate* > 0 the
+    clients together offer that many tx/s, evenly paced, as CometBFT's load
+    tests do: below saturation the latency figure is the node's own.
     CPU used by *node_pids* and by this process between the first submit and
     the last finalization is recorded too.
     """
@@ -178,9 +183,13 @@ async def push_load(
                 done.set()
                 return
 
+    per_client = rate / len(clients) if rate > 0 else 0.0
+
     async def submit(c: ApiClient, chunk: list) -> None:
         async def batches():
             for i in range(0, len(chunk), batch):
+                if per_client:
+                    await asyncio.sleep(max(0.0, res.start + i / per_client - time.perf_counter()))
                 b = chunk[i : i + batch]
                 now = time.perf_counter()
                 for m in b:

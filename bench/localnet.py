@@ -6,7 +6,12 @@ once and prints finalized tx/s, p50/p99 submit->final latency, blocks/min,
 rounds per height and RSS per node, with raw ECDSA verifies/s of this run as
 the baseline. All nodes and this client share the machine's cores.
 
-Usage: python bench/localnet.py [--txs 20000] [--block-ms 1000]
+Two phases: saturation (``--txs`` sent as fast as the nodes accept them: the
+throughput figure) and a steady load (``--rate`` tx/s for ``--rate-seconds``,
+evenly paced: the latency figure, as CometBFT's QA measures latency below the
+saturation point rather than in a queue that only grows).
+
+Usage: python bench/localnet.py [--txs 20000] [--rate 2000] [--block-ms 1000]
 """
 
 from __future__ import annotations
@@ -77,10 +82,13 @@ async def run(
         await asyncio.sleep(0.25)
     faucet = read_key(tmp / "faucet.json")
     t0 = time.perf_counter()
-    coins = await fan_out(clients[0], params, faucet, ns.txs)
+    paced = int(ns.rate * ns.rate_seconds) if ns.rate > 0 else 0
+    coins = await fan_out(clients[0], params, faucet, ns.txs + paced)
     print(f"prepared {len(coins):,} coins in {time.perf_counter() - t0:.1f} s")
     await asyncio.sleep(2 * ns.block_ms / 1000)
-    txs = payments(params, faucet, coins)
+    txs = payments(params, faucet, coins[: ns.txs])
+    paced_txs = payments(params, faucet, coins[ns.txs :])
+    print(f"-- saturation: {len(txs):,} txs sent as fast as the nodes accept them")
     h0 = (await clients[0].status()).height
     t_start = time.perf_counter()
     res = await push_load(
@@ -103,6 +111,23 @@ async def run(
         "RSS per node (MB):                           "
         + ", ".join(f"{rss_mb(p.pid):.0f}" for p in procs)
     )
+    if paced_txs:
+        await asyncio.sleep(3 * ns.block_ms / 1000)
+        print(
+            f"-- steady load: {ns.rate:,.0f} tx/s offered for {ns.rate_seconds:.0f} s "
+            f"({len(paced_txs):,} txs, paced; target p50 <= block interval + 300 ms = "
+            f"{ns.block_ms + 300} ms)"
+        )
+        steady = await push_load(
+            clients,
+            clients[0],
+            paced_txs,
+            batch=ns.paced_batch,
+            timeout_s=ns.timeout,
+            node_pids=[p.pid for p in procs],
+            rate=ns.rate,
+        )
+        steady.report(verifies, len(paced_txs))
     for c in clients:
         await c.close()
 
@@ -114,6 +139,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--block-ms", type=int, default=1_000)
     ap.add_argument("--timeout", type=float, default=180.0)
+    ap.add_argument(
+        "--rate", type=float, default=2_000, help="tx/s offered in the steady phase (0: skip it)"
+    )
+    ap.add_argument("--rate-seconds", type=float, default=10.0)
+    ap.add_argument("--paced-batch", type=int, default=25, help="txs per message when paced")
     ns = ap.parse_args()
     verifies = raw_verifies_per_s()  # measured before the nodes start, on an idle core
     tmp = Path(tempfile.mkdtemp(prefix="timed-bench-localnet-"))

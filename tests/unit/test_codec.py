@@ -677,6 +677,34 @@ def test_block_round_trip_property(h: BlockHeader, bs: list[TxBody], c: Commit |
     back = codec.decode_block(codec.encode_block(blk), NET)
     assert back == blk
     assert back.size == len(codec.encode_block(blk))
+    # The proposer's direct encoder writes exactly protobuf's deterministic bytes.
+    built, data = codec.make_block_bytes(h, txs, c)
+    assert built == blk and data == codec.encode_block(blk)
+
+
+def test_direct_block_encoding_matches_protobuf_with_evidence_and_large_txs() -> None:
+    coinbase = tx(body(0, 100, coinbase_height=7, memo=b""))  # > 127-byte lengths: 2-byte varints
+    big = tx(body(40, 40, memo=b"m" * 200))
+    ev = DuplicateVoteEvidence(vote(1), vote(1, block_hash=b""))
+    for txs, last, evs in (
+        ([coinbase, big, tx()], commit(), [ev, ev]),
+        ([coinbase], None, []),
+        ([], commit(1), [ev]),
+    ):
+        blk, data = codec.make_block_bytes(header(), txs, last, evs)
+        assert data == codec.encode_block(blk) and blk.size == len(data)
+        assert codec.decode_block(data, NET) == blk
+
+
+def test_block_decode_reuses_known_transactions_only_when_identical() -> None:
+    a, b = tx(), tx(body(1, 1))
+    blk = codec.make_block(header(), [tx(body(0, 1, coinbase_height=7)), a, b], commit())
+    forged = replace(a, signatures=(sig(9),) * len(a.signatures))
+    pool = {a.txid: forged, b.txid: b}
+    back = codec.decode_block(codec.encode_block(blk), NET, known=pool.get)
+    assert back == blk
+    assert back.txs[2] is b  # identical: the known object itself
+    assert back.txs[1] is not forged and back.txs[1].signatures == a.signatures  # decoded
 
 
 @settings(max_examples=20)

@@ -682,3 +682,16 @@ def test_reject_records_external_rejection(funded):
     assert pool.stats().rejections == {R.BAD_SIGNATURE: 1}
     with pytest.raises(err.AlreadyKnown):
         pool.add(tx, view, H, NOW)
+
+
+def test_has_copy_spots_identical_pending_and_committed_txs(funded):
+    view, ops = funded
+    pool = Mempool(PARAMS)
+    tx = _pay(ops[0], 1, 10 * TIME)
+    assert not pool.has_copy(tx.txid, tx.signatures)
+    pool.add(tx, view, H, NOW)
+    assert pool.has_copy(tx.txid, list(tx.signatures))
+    # Other signatures for the same body are not a copy: admission decides.
+    assert not pool.has_copy(tx.txid, [bytes(64)])
+    pool.remove_committed([tx], view, H, NOW)
+    assert tx.txid not in pool and pool.has_copy(tx.txid, tx.signatures)

@@ -123,6 +123,7 @@ def test_peers_messages_sync_latency_and_info() -> None:
     m.message_bytes("received", "block", 5000)
     m.sync_progress(40, 100)
     m.tx_final(1.5)
+    m.txs_final([0.05, 2.0, 500.0])
     m.set_node_info(version="0.1.0", network="devnet", chain_id="timecoin-devnet-1")
     s = scrape(m)
     assert s[("timed_p2p_peers", (("direction", "outbound"),))] == 3
@@ -132,8 +133,13 @@ def test_peers_messages_sync_latency_and_info() -> None:
     assert s[key] == 5000
     assert s[("timed_sync_height", ())] == 40
     assert s[("timed_sync_target_height", ())] == 100
-    assert s[("timed_tx_submit_to_final_seconds_bucket", (("le", "1.0"),))] == 0
-    assert s[("timed_tx_submit_to_final_seconds_bucket", (("le", "2.0"),))] == 1
+    assert s[("timed_tx_submit_to_final_seconds_bucket", (("le", "0.1"),))] == 1
+    assert s[("timed_tx_submit_to_final_seconds_bucket", (("le", "1.0"),))] == 1
+    assert s[("timed_tx_submit_to_final_seconds_bucket", (("le", "2.0"),))] == 3  # le is inclusive
+    assert s[("timed_tx_submit_to_final_seconds_bucket", (("le", "120.0"),))] == 3
+    assert s[("timed_tx_submit_to_final_seconds_bucket", (("le", "+Inf"),))] == 4
+    assert s[("timed_tx_submit_to_final_seconds_count", ())] == 4
+    assert s[("timed_tx_submit_to_final_seconds_sum", ())] == pytest.approx(503.55)
     info = (
         "timed_node_info",
         (("chain_id", "timecoin-devnet-1"), ("network", "devnet"), ("version", "0.1.0")),

@@ -56,11 +56,10 @@ from timecoin.wire.codec import (
     decode_block,
     decode_commit,
     decode_validator_set,
-    encode_block,
     encode_commit,
     encode_tx_body,
     encode_validator_set,
-    make_block,
+    make_block_bytes,
     make_transaction,
 )
 
@@ -303,7 +302,7 @@ class ChainState:
             proposer_address=proposer,
             evidence_hash=t.evidence_hash,
         )
-        block = make_block(header, t.txs, last_commit, evidence)
+        block, block_bytes = make_block_bytes(header, t.txs, last_commit, evidence)
         result = self.validate(
             block,
             now_ms,
@@ -311,7 +310,7 @@ class ChainState:
             signatures_checked=True,
             template=t,
         )
-        return ProposedBlock(block, encode_block(block), result)
+        return ProposedBlock(block, block_bytes, result)
 
     def _make_coinbase(self, height: int, outputs: Sequence[tuple[bytes, int]]) -> Transaction:
         params = self.params

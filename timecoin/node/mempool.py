@@ -363,6 +363,19 @@ class Mempool:
         entry = self._entries.get(txid)
         return None if entry is None else entry.tx
 
+    def has_copy(self, txid: bytes, signatures: Sequence[bytes]) -> bool:
+        """Tell whether *txid* is pending with exactly *signatures*, or was just committed.
+
+        A cheap test before decoding a gossiped transaction: in a mesh each
+        one arrives from several peers, and a copy identical to one already
+        here would only be refused as AlreadyKnown after costing a decode. A
+        copy with other signatures is not a copy: it goes through admission.
+        """
+        entry = self._entries.get(txid)
+        if entry is not None:
+            return entry.tx.signatures == tuple(signatures)
+        return txid in self._committed
+
     def has_verified(self, tx: Transaction) -> bool:
         """Tell whether this exact transaction (same body and signatures) is pending.
 

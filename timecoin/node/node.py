@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import time
@@ -512,10 +513,8 @@ class Node:
             return
         m.block_committed(block.header.height, len(block.txs) - 1, seconds)
         now = time.perf_counter()
-        for tx in block.txs:
-            t0 = self._submitted_at.pop(tx.txid, None)
-            if t0 is not None:
-                m.tx_final(now - t0)
+        pop = self._submitted_at.pop
+        m.txs_final([now - t0 for tx in block.txs if (t0 := pop(tx.txid, None)) is not None])
         if block.last_commit is not None and block.header.height > 1:
             signers = {cs.validator_address for cs in block.last_commit.signatures}
             for v in self.chain.validators(block.header.height - 1).validators:
@@ -648,7 +647,8 @@ class Node:
         return self.tracing.span(name, attributes=attributes)
 
     def _decode_proposed(self, msg: Any) -> tuple[Block, bytes]:
-        block = decode_block(msg, self.params.network)
+        # Transactions already pending here are reused, not decoded again.
+        block = decode_block(msg, self.params.network, known=self.mempool.get)
         return block, msg.SerializeToString()
 
     def _send_proposal(self, proposal: Proposal, peer_id: bytes | None = None) -> None:
@@ -822,9 +822,12 @@ class Node:
         if self.metrics is not None:
             self.metrics.message_bytes("in", "transactions", sum(m.ByteSize() for m in txs))
         decoded = []
+        has_copy = self.mempool.has_copy
         for m in txs:
-            decoded.append(decode_transaction(m, self.params.network))
-        await self.submit(decoded, from_peer=peer.node_id)
+            if not has_copy(hashlib.sha256(m.body_bytes).digest(), m.signatures):
+                decoded.append(decode_transaction(m, self.params.network))
+        if decoded:
+            await self.submit(decoded, from_peer=peer.node_id)
 
     async def on_traced_transactions(self, peer: Any, txs: list[Any], trace: Any) -> None:
         """Admit gossiped transactions, continuing the sender's trace when it sent one."""

@@ -77,6 +77,12 @@ class PluggyRules:
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self._hook = pm.hook
 
+    def _has_impls(self, name: str) -> bool:
+        # Asked at each call (a plugin registered later still counts), but only
+        # the list's length: a hook call with no implementation costs pluggy's
+        # whole dispatch, and validate_transaction runs for every transaction.
+        return bool(getattr(self._hook, name).get_hookimpls())
+
     def _first(self, name: str, **kwargs: Any) -> Any:
         result = getattr(self._hook, name)(**kwargs)
         if result is None:
@@ -110,7 +116,10 @@ class PluggyRules:
     def validate_transaction(
         self, tx: Transaction, view: UtxoView, height: int, params: ChainParams
     ) -> None:
-        self._hook.timed_rules_validate_transaction(tx=tx, view=view, height=height, params=params)
+        if self._has_impls("timed_rules_validate_transaction"):
+            self._hook.timed_rules_validate_transaction(
+                tx=tx, view=view, height=height, params=params
+            )
 
     def validate_block(self, block: Block, validators: ValidatorSet, params: ChainParams) -> None:
         self._hook.timed_rules_validate_block(block=block, validators=validators, params=params)

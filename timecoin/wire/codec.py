@@ -28,7 +28,7 @@ and ``p2p/``):
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any, TypeVar, cast
 
@@ -442,20 +442,45 @@ def encode_block(block: Block) -> bytes:
     return _serialize(block_to_pb(block))
 
 
-def _block_from_pb(msg: pb.Block, network: Network, *, limits: Limits = DEFAULT_LIMITS) -> Block:
+KnownTx = Callable[[bytes], Transaction | None]
+"""``txid -> Transaction`` this node decoded already (its mempool), or None."""
+
+
+def _block_from_pb(
+    msg: pb.Block,
+    network: Network,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    known: KnownTx | None = None,
+) -> Block:
     """Convert a parsed, size-checked Block message; block hash = SHA-256(header_bytes).
 
     Transactions after the first are bounded by ``limits.max_tx_bytes``; the
     first (the coinbase, which pays every signer) only by the block size.
+    A transaction that *known* returns with the same body bytes, signatures
+    and encoded size is that same object, not decoded a second time.
     """
     _count(msg.txs, limits.max_block_txs, "block txs", Reason.TOO_MANY_ITEMS)
     _count(msg.evidence, limits.max_evidence, "block evidence", Reason.TOO_MANY_ITEMS)
     header_bytes = bytes(msg.header_bytes)
     header = decode_header(header_bytes, limits=limits)
     txs = []
+    sha256 = hashlib.sha256
     for n, t in enumerate(msg.txs):
+        size = t.ByteSize()
         if n > 0:
-            _check_size(t.ByteSize(), limits.max_tx_bytes, f"transaction {n}")
+            _check_size(size, limits.max_tx_bytes, f"transaction {n}")
+            if known is not None:
+                body = t.body_bytes
+                k = known(sha256(body).digest())
+                if (
+                    k is not None
+                    and k.size == size
+                    and k.body_bytes == body
+                    and k.signatures == tuple(t.signatures)
+                ):
+                    txs.append(k)
+                    continue
         txs.append(_transaction_from_pb(t, network, limits=limits))
     last_commit = (
         _commit_from_pb(msg.last_commit, limits=limits) if msg.HasField("last_commit") else None
@@ -478,10 +503,17 @@ def decode_block(
     *,
     max_size: int | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    known: KnownTx | None = None,
 ) -> Block:
-    """Decode an untrusted block (bytes or a parsed message); *max_size* defaults to the limit."""
+    """Decode an untrusted block (bytes or a parsed message); *max_size* defaults to the limit.
+
+    *known* (see ``_block_from_pb``) lets transactions already decoded, e.g.
+    those pending in the mempool, be reused as they are.
+    """
     limit = limits.max_block_bytes if max_size is None else max_size
-    return _block_from_pb(_accept(pb.Block, data, limit, "block"), network, limits=limits)
+    return _block_from_pb(
+        _accept(pb.Block, data, limit, "block"), network, limits=limits, known=known
+    )
 
 
 def make_block(
@@ -491,6 +523,46 @@ def make_block(
     evidence: Iterable[Evidence] = (),
 ) -> Block:
     """Assemble a new block (proposer side): encodes the header and fills hash and size."""
+    return make_block_bytes(header, txs, last_commit, evidence)[0]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_TX_BODY_TAG = b"\x0a"  # Transaction.body_bytes = 1, length-delimited
+_TX_SIG_TAG = b"\x12"  # Transaction.signatures = 2, length-delimited
+_BLOCK_TX_TAG = b"\x12"  # Block.txs = 2, length-delimited
+
+
+def _tx_wire(tx: Transaction) -> bytes:
+    """Return the envelope bytes of *tx*, exactly as ``encode_transaction`` writes them."""
+    parts = [_TX_BODY_TAG, _varint(len(tx.body_bytes)), tx.body_bytes] if tx.body_bytes else []
+    for sig in tx.signatures:
+        parts += (_TX_SIG_TAG, _varint(len(sig)), sig)
+    return b"".join(parts)
+
+
+def make_block_bytes(
+    header: BlockHeader,
+    txs: Iterable[Transaction],
+    last_commit: Commit | None,
+    evidence: Iterable[Evidence] = (),
+) -> tuple[Block, bytes]:
+    """Assemble a new block and its encoding, byte for byte ``encode_block``'s output.
+
+    Each transaction is written once, straight from its body and signatures,
+    instead of being converted to a message and serialized (twice: once for
+    the size, once for the bytes): a proposer's block holds thousands. The
+    fields around the transactions (header = 1, last_commit = 3, evidence = 4)
+    come from protobuf itself, in field order, as deterministic serialization
+    lays them out; ``tests/unit/test_codec.py`` compares the two encodings.
+    """
     header_bytes = encode_header(header)
     block = Block(
         header_bytes=header_bytes,
@@ -500,7 +572,17 @@ def make_block(
         evidence=tuple(evidence),
         hash=hashlib.sha256(header_bytes).digest(),
     )
-    return replace(block, size=block_to_pb(block).ByteSize())
+    head = _serialize(pb.Block(header_bytes=header_bytes))
+    tail_msg = pb.Block(evidence=[evidence_to_pb(e) for e in block.evidence])
+    if last_commit is not None:
+        tail_msg.last_commit.CopyFrom(commit_to_pb(last_commit))
+    parts = [head]
+    for tx in block.txs:
+        wire = _tx_wire(tx)
+        parts += (_BLOCK_TX_TAG, _varint(len(wire)), wire)
+    parts.append(_serialize(tail_msg))
+    data = b"".join(parts)
+    return replace(block, size=len(data)), data
 
 
 # --- votes, proposals, commits, evidence ------------------------------------------
