@@ -217,7 +217,7 @@ def test_bad_pubkey_length(funded):
     view, ops = funded
     tx = _simple(ops)
     body = replace(
-        tx.body, inputs=(replace(tx.body.inputs[0], pubkey=tx.body.inputs[0].pubkey[:32]),)
+        tx.body, inputs=(tx.body.inputs[0]._replace(pubkey=tx.body.inputs[0].pubkey[:32]),)
     )
     with pytest.raises(err.BadPubkey):
         validate_transaction_stateless(finish_tx(body, signatures=tx.signatures), PARAMS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import NamedTuple
 
 UNITS_PER_TIME = 100_000_000
 """1 TIME = 10^8 units; amounts are integer units everywhere."""
@@ -51,30 +52,38 @@ class MasternodeTier(IntEnum):
         return {1: 1, 2: 10, 3: 100}[self.value]
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class OutPoint:
-    """One output of an earlier transaction."""
+class OutPoint(NamedTuple):
+    """One output of an earlier transaction.
+
+    A named tuple rather than a dataclass: outpoints key every UTXO map (the
+    block overlay, the mempool's spend index, the store's cache), and a
+    tuple's hash and equality run in C, where a dataclass's generated
+    ``__hash__`` is a Python call on each lookup. Ordering is by (txid, index).
+    """
 
     txid: bytes
     """SHA-256(body_bytes) of the creating transaction."""
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index(), never used on outpoints
     """Position of the output in that transaction."""
 
     def __str__(self) -> str:
         return f"{self.txid.hex()}:{self.index}"
 
 
-@dataclass(frozen=True, slots=True)
-class TxIn:
-    """A spend of ``prev_out`` by the holder of ``pubkey``."""
+class TxIn(NamedTuple):
+    """A spend of ``prev_out`` by the holder of ``pubkey``.
+
+    Named tuples (like ``OutPoint``, ``TxOut`` and ``Coin``): built for every
+    input a node decodes, where a frozen dataclass's ``__init__`` costs
+    several times a tuple's.
+    """
 
     prev_out: OutPoint
     pubkey: bytes
     """33-byte compressed public key whose hash must equal the coin's owner."""
 
 
-@dataclass(frozen=True, slots=True)
-class TxOut:
+class TxOut(NamedTuple):
     """A new coin."""
 
     amount: int
@@ -134,9 +143,8 @@ class Transaction:
         return not self.body.inputs
 
 
-@dataclass(frozen=True, slots=True)
-class Coin:
-    """An unspent output as held in the UTXO set."""
+class Coin(NamedTuple):
+    """An unspent output as held in the UTXO set (a named tuple, see ``TxIn``)."""
 
     amount: int
     pubkey_hash: bytes

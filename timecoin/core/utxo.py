@@ -131,8 +131,8 @@ class UtxoOverlay:
         return UtxoChanges(spent=spent, created=created)
 
 
-def _by_outpoint(item: tuple[OutPoint, Coin]) -> tuple[bytes, int]:
-    return (item[0].txid, item[0].index)
+def _by_outpoint(item: tuple[OutPoint, Coin]) -> OutPoint:
+    return item[0]  # an OutPoint orders as (txid, index)
 
 
 def apply_block_txs(txs: Sequence[Transaction], view: UtxoView, height: int) -> UtxoChanges:

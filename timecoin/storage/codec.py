@@ -80,29 +80,17 @@ def encode_coin(coin: Coin) -> bytes:
         raise StorageError(f"coin amount or height out of range: {coin}") from e
 
 
-_new = object.__new__
-# Slot descriptors of Coin (frozen dataclasses have no usable __setattr__).
-_set_amount = Coin.__dict__["amount"].__set__
-_set_pubkey_hash = Coin.__dict__["pubkey_hash"].__set__
-_set_height = Coin.__dict__["height"].__set__
-_set_is_coinbase = Coin.__dict__["is_coinbase"].__set__
+_tuple_new = tuple.__new__
 
 
 def make_coin(amount: int, pubkey_hash: bytes, height: int, is_coinbase: bool) -> Coin:
-    """Build a ``Coin`` from already-validated fields, twice as fast as ``Coin(...)``.
+    """Build a ``Coin`` from already-validated fields, faster than ``Coin(...)``.
 
-    A frozen dataclass's ``__init__`` assigns through ``object.__setattr__``;
-    setting the slot descriptors directly skips that per-field detour. It sits
-    on the hottest read path (``ChainReader.get_coin``) and gives an object
-    equal to ``Coin(amount, pubkey_hash, height, is_coinbase)`` (a unit test
-    keeps the two in step if ``Coin`` gains a field).
+    ``Coin`` is a named tuple: ``tuple.__new__`` with the fields in order skips
+    its generated ``__new__`` (a Python call) on the hottest read path
+    (``ChainReader.get_coin``). A unit test keeps the field order in step.
     """
-    coin = _new(Coin)
-    _set_amount(coin, amount)
-    _set_pubkey_hash(coin, pubkey_hash)
-    _set_height(coin, height)
-    _set_is_coinbase(coin, is_coinbase)
-    return coin
+    return _tuple_new(Coin, (amount, pubkey_hash, height, is_coinbase))
 
 
 def decode_coin(data: bytes) -> Coin:
