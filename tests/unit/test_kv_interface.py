@@ -64,3 +64,16 @@ def test_key_bounds_select_exactly_the_filtered_keys(prefix, start, stop, sample
         else:
             low, high = bounds
             assert wanted(k) == (k >= low and (high is None or k < high))
+
+
+def test_write_batch_extend_keeps_order_and_checks_like_put():
+    from timecoin.storage.kv import WriteBatch
+
+    b = WriteBatch()
+    b.put(b"a", b"1")
+    b.extend([(b"b", b"2"), (b"a", None)])
+    assert list(b) == [(b"a", b"1"), (b"b", b"2"), (b"a", None)]
+    b.extend([(bytearray(b"c"), memoryview(b"3"))])  # converted, as put does
+    assert list(b)[-1] == (b"c", b"3")
+    with pytest.raises(TypeError):
+        b.extend([(b"d", "not bytes")])

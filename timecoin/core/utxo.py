@@ -53,6 +53,9 @@ undo_changes = invert_changes
 """Alias: the undo of a block is the inverse of its changes (``spent`` is the undo data)."""
 
 
+_new = tuple.__new__
+
+
 class UtxoOverlay:
     """A mutable layer over a base view: coins created and spent since the base.
 
@@ -111,8 +114,13 @@ class UtxoOverlay:
             self.spend(txin.prev_out)
         cb = tx.is_coinbase
         txid = tx.txid
+        created = self._created
         for i, out in enumerate(tx.body.outputs):
-            self.add(OutPoint(txid, i), Coin(out.amount, out.pubkey_hash, height, cb))
+            # tuple.__new__: the named tuples' own __new__ is a Python call per output.
+            op = _new(OutPoint, (txid, i))
+            if op in created:
+                raise DoubleSpend(f"{op} already exists", outpoint=op)
+            created[op] = _new(Coin, (out.amount, out.pubkey_hash, height, cb))
 
     def changes(self) -> UtxoChanges:
         """Net changes of this layer in a deterministic order (sorted by outpoint)."""

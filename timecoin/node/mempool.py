@@ -39,7 +39,6 @@ import bisect
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -456,9 +455,13 @@ class Mempool:
         recorded and counted as in ``add``. The node calls it before spending
         CPU on signatures; ``add`` runs the same checks again under the lock.
         """
-        with self._lock, self._recording(tx, now_ms):
-            self._check_known(tx)
-            self._check_cheap(tx)
+        with self._lock:
+            try:
+                self._check_known(tx)
+                self._check_cheap(tx)
+            except TimecoinError as exc:
+                self._note_rejection(tx, exc, now_ms)
+                raise
 
     def reject(self, tx: Transaction, exc: TimecoinError, now_ms: int) -> None:
         """Record a rejection found outside the pool (e.g. a signature batch) for status/stats."""
@@ -468,18 +471,13 @@ class Mempool:
             self._rejections[exc.reason] += 1
             self._record_rejection(tx, exc, now_ms)
 
-    @contextmanager
-    def _recording(self, tx: Transaction, now_ms: int) -> Iterator[None]:
-        """Count every rejection raised inside and remember it (AlreadyKnown: count only)."""
-        try:
-            yield
-        except AlreadyKnown:
+    def _note_rejection(self, tx: Transaction, exc: TimecoinError, now_ms: int) -> None:
+        """Count a rejection and remember it (AlreadyKnown: count only)."""
+        if isinstance(exc, AlreadyKnown):
             self._rejections[Reason.ALREADY_KNOWN] += 1
-            raise
-        except TimecoinError as exc:
-            self._rejections[exc.reason] += 1
-            self._record_rejection(tx, exc, now_ms)
-            raise
+            return
+        self._rejections[exc.reason] += 1
+        self._record_rejection(tx, exc, now_ms)
 
     def _check_known(self, tx: Transaction) -> None:
         txid = tx.txid
@@ -552,8 +550,12 @@ class Mempool:
         Every rejection raises a TimecoinError with its reason and is recorded
         for ``status``/``rejection`` and ``stats``.
         """
-        with self._lock, self._recording(tx, now_ms):
-            return self._add(tx, view, height, now_ms, sig_ok)
+        with self._lock:
+            try:
+                return self._add(tx, view, height, now_ms, sig_ok)
+            except TimecoinError as exc:
+                self._note_rejection(tx, exc, now_ms)
+                raise
 
     def _add(
         self, tx: Transaction, view: UtxoView, height: int, now_ms: int, sig_ok: bool | None

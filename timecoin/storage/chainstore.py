@@ -431,18 +431,22 @@ class ChainStore(ChainReader):
             batch.put(P_HEIGHT_HASH + h8, record.block_hash)
             batch.put(P_HASH_HEIGHT + record.block_hash, h8)
             batch.put(P_BLOCK_TXIDS + h8, b"".join(record.txids))
-            for position, txid in enumerate(record.txids):
-                batch.put(P_TX + txid, TX_LOCATION.pack(record.height, position))
+            pack_location, height = TX_LOCATION.pack, record.height
+            ops: list[tuple[bytes, bytes | None]] = [
+                (P_TX + txid, pack_location(height, position))
+                for position, txid in enumerate(record.txids)
+            ]
             # Spends before creations: an outpoint never appears in both (see
             # UtxoChanges), and a later op on a key would win anyway.
             for outpoint, coin in record.changes.spent:
                 op = encode_outpoint(outpoint)
-                batch.delete(P_COIN + op)
-                batch.delete(P_ADDRESS + coin.pubkey_hash + op)
+                ops.append((P_COIN + op, None))
+                ops.append((P_ADDRESS + coin.pubkey_hash + op, None))
             for outpoint, coin in record.changes.created:
                 op = encode_outpoint(outpoint)
-                batch.put(P_COIN + op, encode_coin(coin))
-                batch.put(P_ADDRESS + coin.pubkey_hash + op, b"")
+                ops.append((P_COIN + op, encode_coin(coin)))
+                ops.append((P_ADDRESS + coin.pubkey_hash + op, b""))
+            batch.extend(ops)
             prev_meta = tuple((key, self._get(P_META + key)) for key, _ in record.extra)
             undo = UndoRecord(
                 prev_tip=None if tip is None else (tip.height, tip.block_hash),

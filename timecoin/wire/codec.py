@@ -69,6 +69,10 @@ from timecoin.wire.limits import DEFAULT_LIMITS, Limits
 
 M = TypeVar("M", bound=Message)
 
+_new = tuple.__new__
+"""Builds the core's named tuples (``OutPoint``, ``TxIn``, ``TxOut``) without their
+Python-level ``__new__``: fields in declaration order, one C call."""
+
 # --- generic helpers ----------------------------------------------------------
 
 
@@ -204,7 +208,7 @@ def _outpoint_from_pb(msg: pb.OutPoint) -> OutPoint:
     txid = msg.txid
     if len(txid) != HASH_LEN:
         _fixed(txid, HASH_LEN, "outpoint txid")  # raises
-    return OutPoint(txid, msg.index)
+    return _new(OutPoint, (txid, msg.index))
 
 
 # --- transactions -----------------------------------------------------------------
@@ -263,10 +267,8 @@ def _tx_body_from_pb(
         pubkey = i.pubkey
         if len(pubkey) != PUBKEY_LEN or pubkey[0] not in (2, 3):
             _input_pubkey(pubkey, f"input {n}")  # raises; the message is built only then
-        inputs.append(TxIn(_outpoint_from_pb(i.prev_out), pubkey))
-    outputs = [
-        TxOut(amount=o.amount, pubkey_hash=decode_address(o.address, network)) for o in msg.outputs
-    ]
+        inputs.append(_new(TxIn, (_outpoint_from_pb(i.prev_out), pubkey)))
+    outputs = [_new(TxOut, (o.amount, decode_address(o.address, network))) for o in msg.outputs]
     masternode: MasternodeRegistration | MasternodeDeregistration | None = None
     if msg.HasField("masternode"):
         action = msg.masternode.WhichOneof("action")
