@@ -79,6 +79,7 @@ from timecoin.core.types import (
 )
 from timecoin.core.validators import validator_updates
 from timecoin.node.chainstate import EVIDENCE_MAX_AGE, ChainState, ProposedBlock
+from timecoin.node.executor import BACKGROUND, NORMAL, URGENT, PriorityExecutor
 from timecoin.node.logs import event
 from timecoin.telemetry.tracing import current_carrier
 from timecoin.wire.codec import (
@@ -143,7 +144,7 @@ class Node:
         self.mempool = mempool
         self.engine = Engine(engine_config, signer)
         self.address = engine_config.address
-        self._db = ThreadPoolExecutor(1, thread_name_prefix="timed-db")
+        self._db = PriorityExecutor("timed-db")
         self._consensus = ThreadPoolExecutor(1, thread_name_prefix="timed-consensus")
         self._verify_workers = verify_workers or max(2, os.cpu_count() or 2)
         self._verify = ThreadPoolExecutor(self._verify_workers, thread_name_prefix="timed-verify")
@@ -194,9 +195,13 @@ class Node:
 
     # --- executors ------------------------------------------------------------
 
-    async def in_db(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run *fn* on the single storage thread (the one writer of chain and mempool)."""
-        return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
+    async def in_db(self, fn: Callable[..., T], *args: Any, priority: int = NORMAL) -> T:
+        """Run *fn* on the single storage thread (the one writer of chain and mempool).
+
+        *priority* orders the queue (``node.executor``): consensus work is
+        ``URGENT``, queries ``NORMAL``, admissions ``BACKGROUND``.
+        """
+        return await asyncio.wrap_future(self._db.submit_at(priority, fn, *args))
 
     def submit_to_db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Queue *fn* on the storage thread without waiting (fire and forget; errors logged)."""
@@ -208,7 +213,7 @@ class Node:
                 log.exception("background storage write failed")
 
         with contextlib.suppress(RuntimeError):  # executor already shut down
-            self._db.submit(run)
+            self._db.submit_at(BACKGROUND, run)
 
     async def _on_verify_threads(
         self, items: Sequence[Any], fn: Callable[[Any], T], *, min_chunk: int = 1
@@ -347,7 +352,7 @@ class Node:
                 self._timers.add(handle)
             case RequestValue(height, round_):
                 with self._span("block.propose", height=height, round=round_):
-                    proposed = await self.in_db(self._build, height)
+                    proposed = await self.in_db(self._build, height, priority=URGENT)
                 if proposed is not None:
                     self._trace_txs(proposed.block, "tx.propose", round=round_)
                     self._candidates[proposed.block.hash] = proposed
@@ -401,7 +406,9 @@ class Node:
             received = self._received.get(block_hash)
             if received is not None:
                 try:
-                    proposed = await self.in_db(self._validate_block, received[1], received[2])
+                    proposed = await self.in_db(
+                        self._validate_block, received[1], received[2], priority=URGENT
+                    )
                 except TimecoinError as exc:
                     log.error("decided block %s is invalid here: %s", block_hash.hex()[:16], exc)
         if proposed is None:
@@ -416,7 +423,7 @@ class Node:
         )
         started = time.perf_counter()
         with self._span("block.commit", height=height, txs=len(proposed.block.txs)):
-            await self.in_db(self._commit, proposed, commit)
+            await self.in_db(self._commit, proposed, commit, priority=URGENT)
         self._after_commit(proposed.block, commit)
         block = proposed.block
         event(
@@ -644,7 +651,9 @@ class Node:
     async def _validate_checked(self, received: tuple[int, Block, bytes]) -> ProposedBlock:
         if not await self._check_block_signatures(received[1]):
             raise BadSignature("a transaction of the block has a bad signature")
-        return await self.in_db(self._validate_block, received[1], received[2], True)
+        return await self.in_db(
+            self._validate_block, received[1], received[2], True, priority=URGENT
+        )
 
     def _span(self, name: str, **attributes: Any) -> Any:
         """Return a tracing span for the node's own work, or a no-op when tracing is off."""
@@ -723,7 +732,9 @@ class Node:
         try:
             async for fb in net.fetch_blocks(start_height + 1, target, wait_for_peers_s=10):
                 try:
-                    block, commit = await self.in_db(self._apply_synced, fb.block, fb.commit)
+                    block, commit = await self.in_db(
+                        self._apply_synced, fb.block, fb.commit, priority=URGENT
+                    )
                 except TimecoinError as exc:
                     net.report_misbehaviour(fb.peer_id, exc.reason, f"sync: {exc}")
                     log.warning("block %d from sync rejected: %s", fb.height, exc)
@@ -1005,7 +1016,7 @@ class Node:
         self, txs: Sequence[Transaction], from_peer: bytes | None
     ) -> list[TimecoinError | None]:
         pre = await self._on_verify_threads(txs, self._precheck)
-        out = await self.in_db(self._admit, txs, pre)
+        out = await self.in_db(self._admit, txs, pre, priority=BACKGROUND)
         if self.metrics is not None and from_peer is None:
             arrived = time.perf_counter()
             for t, err in zip(txs, out, strict=True):
