@@ -67,16 +67,32 @@ def raw_verifies_per_s(n: int = 5000) -> float:
 
 
 async def fan_out(
-    c: ApiClient, params: ChainParams, wallet: KeyPair, n: int
-) -> list[tuple[OutPoint, int]]:
-    """Split *wallet*'s largest coin into *n* coins (two levels of FANOUT-way splits)."""
-    addr = encode_address(wallet.address_payload, params.network)
-    coins = (await c.list_unspent(addr)).unspent
-    big = max(coins, key=lambda u: u.amount)
-    op, amount = OutPoint(big.out_point.txid, big.out_point.index), big.amount
+    c: ApiClient,
+    params: ChainParams,
+    wallet: KeyPair,
+    n: int,
+    source: tuple[OutPoint, int] | None = None,
+) -> tuple[list[tuple[OutPoint, int]], tuple[OutPoint, int]]:
+    """Split a coin of *wallet* into *n* coins (two levels of FANOUT-way splits).
+
+    The coin is *source* or else the wallet's largest listed one; half of it
+    is kept as change, returned with the new coins so a next call can split it.
+    """
+    if source is None:
+        addr = encode_address(wallet.address_payload, params.network)
+        coins = (await c.list_unspent(addr)).unspent
+        big = max(coins, key=lambda u: u.amount)
+        source = (OutPoint(big.out_point.txid, big.out_point.index), big.amount)
+    op, amount = source
     level1 = -(-n // FANOUT)
-    each1 = amount // (level1 + 1)
-    tx = build_transfer(params, wallet, [op], [(wallet.address_payload, each1)] * level1)
+    each1 = amount // (2 * level1)
+    change = amount - each1 * level1 - 200_000
+    tx = build_transfer(
+        params,
+        wallet,
+        [op],
+        [(wallet.address_payload, each1)] * level1 + [(wallet.address_payload, change)],
+    )
     await c.submit(tx)
     await c.wait_final(tx.txid, timeout_s=60)
     out: list[tuple[OutPoint, int]] = []
@@ -94,7 +110,7 @@ async def fan_out(
         await c.submit(s)
     for s in splits:
         await c.wait_final(s.txid, timeout_s=120)
-    return out
+    return out, (OutPoint(tx.txid, level1), change)
 
 
 def payments(params: ChainParams, wallet: KeyPair, coins: list[tuple[OutPoint, int]]) -> list:

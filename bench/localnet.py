@@ -83,7 +83,7 @@ async def run(
     faucet = read_key(tmp / "faucet.json")
     t0 = time.perf_counter()
     paced = int(ns.rate * ns.rate_seconds) if ns.rate > 0 else 0
-    coins = await fan_out(clients[0], params, faucet, ns.txs + paced)
+    coins, _ = await fan_out(clients[0], params, faucet, ns.txs + paced)
     print(f"prepared {len(coins):,} coins in {time.perf_counter() - t0:.1f} s")
     await asyncio.sleep(2 * ns.block_ms / 1000)
     txs = payments(params, faucet, coins[: ns.txs])

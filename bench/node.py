@@ -3,11 +3,14 @@
 Prints, in one run:
 - raw ECDSA verifies/s on one core (the baseline) and the ratio finalized tx/s : verifies/s
   (target >= 0.5: a finalized transaction costs at most about two signature checks of CPU);
-- finalized tx/s, p50/p99 submit->final latency, node RSS, node CPU per finalized tx;
-- node RSS per 100K UTXOs: the slope between a UTXO set of a third of ``--utxos`` and
-  one of ``--utxos`` coins (the first third also fills fixed-size buffers, printed apart).
+- finalized tx/s, p50/p99 submit->final latency, node RSS, node CPU per finalized tx, first
+  at saturation (``--txs`` sent as fast as the node accepts them), then under a steady
+  paced load (``--rate`` tx/s), where latency is the node's own rather than queueing;
+- node RSS per 100K UTXOs: RSS is read at every quarter of ``--utxos`` coins and the
+  slope fitted over the readings (the first quarter also fills fixed-size buffers:
+  memtables, caches; that step is printed apart).
 
-Usage: python bench/node.py [--txs 20000] [--utxos 300000] [--clients 4] [--batch 500]
+Usage: python bench/node.py [--txs 20000] [--utxos 400000] [--rate 4000] [--clients 4]
 The node runs in its own process (2 cores here: it shares them with this client,
 which also signs the transactions before the timed phase).
 """
@@ -81,6 +84,16 @@ class Node:
         self.proc.wait(30)
 
 
+async def settled_rss(pid: int, block_ms: int) -> float:
+    """RSS once the pool has drained into blocks (the smallest of a few readings)."""
+    await asyncio.sleep(3 * block_ms / 1000)
+    readings = []
+    for _ in range(3):
+        readings.append(rss_mb(pid))
+        await asyncio.sleep(block_ms / 1000)
+    return min(readings)
+
+
 async def run(ns: argparse.Namespace) -> None:
     verifies = raw_verifies_per_s()
     tmp = Path(tempfile.mkdtemp(prefix="timed-bench-node-"))
@@ -91,23 +104,29 @@ async def run(ns: argparse.Namespace) -> None:
         wallet = read_key(node.home / "dev_wallet.json")
         rss_base = rss_mb(node.proc.pid)
         async with node.client() as c:
-            # RSS is read at two UTXO-set sizes: the slope between them is the
+            # RSS is read at several UTXO-set sizes: the slope across them is the
             # memory a coin costs; the first step also fills the fixed-size
             # buffers (LevelDB memtables, caches, the pool's dedup windows).
             t0 = time.perf_counter()
-            first = max(ns.txs, ns.utxos // 3)
-            all_coins = await fan_out(c, params, wallet, first)
-            await asyncio.sleep(3 * ns.block_ms / 1000)  # let the pool drain and blocks settle
-            rss_first = rss_mb(node.proc.pid)
-            if ns.utxos > first:
-                await fan_out(c, params, wallet, ns.utxos - first)
-                await asyncio.sleep(3 * ns.block_ms / 1000)
-            total_coins = max(ns.utxos, first)
-            rss_coins = rss_mb(node.proc.pid)
+            paced = int(ns.rate * ns.rate_seconds) if ns.rate > 0 else 0
+            step = max(ns.txs + paced, ns.utxos // 4)
+            all_coins, change = await fan_out(c, params, wallet, step)
+            points = [(step, await settled_rss(node.proc.pid, ns.block_ms))]
+            while points[-1][0] + step <= ns.utxos:
+                _, change = await fan_out(c, params, wallet, step, change)
+                points.append((points[-1][0] + step, await settled_rss(node.proc.pid, ns.block_ms)))
+            first, rss_first = points[0]
+            total_coins, rss_coins = points[-1]
             print(f"prepared {total_coins:,} coins in {time.perf_counter() - t0:.1f} s")
+            print(
+                "node RSS by UTXO-set size: "
+                + ", ".join(f"{n // 1000}K: {r:.0f} MB" for n, r in points)
+            )
             txs = payments(params, wallet, all_coins[: ns.txs])
+            paced_txs = payments(params, wallet, all_coins[ns.txs : ns.txs + paced])
             clients = [node.client() for _ in range(ns.clients)]
             try:
+                print(f"-- saturation: {len(txs):,} txs sent as fast as the node accepts them")
                 res = await push_load(
                     clients,
                     c,
@@ -116,12 +135,30 @@ async def run(ns: argparse.Namespace) -> None:
                     timeout_s=ns.timeout,
                     node_pids=[node.proc.pid],
                 )
+                res.report(verifies, len(txs))
+                print(
+                    "  (target >= 0.5: a finalized tx costs at most about two signature checks of CPU)"
+                )
+                if paced_txs:
+                    await asyncio.sleep(3 * ns.block_ms / 1000)
+                    print(
+                        f"-- steady load: {ns.rate:,.0f} tx/s offered for {ns.rate_seconds:.0f} s "
+                        f"({len(paced_txs):,} txs, paced: latency below saturation)"
+                    )
+                    steady = await push_load(
+                        clients,
+                        c,
+                        paced_txs,
+                        batch=ns.paced_batch,
+                        timeout_s=ns.timeout,
+                        node_pids=[node.proc.pid],
+                        rate=ns.rate,
+                    )
+                    steady.report(verifies, len(paced_txs))
             finally:
                 for cl in clients:
                     await cl.close()
             rss_peak = rss_mb(node.proc.pid)
-        res.report(verifies, len(txs))
-        print("  (target >= 0.5: a finalized tx costs at most about two signature checks of CPU)")
         print(
             f"node RSS: start {rss_base:.0f} MB, with coins {rss_coins:.0f} MB, peak {rss_peak:.0f} MB"
         )
@@ -129,10 +166,18 @@ async def run(ns: argparse.Namespace) -> None:
             f"RSS above baseline, first {first:,} UTXOs:     {rss_first - rss_base:10.1f} MB   "
             "(fills fixed-size buffers: 16 MB memtable, caches)"
         )
-        if total_coins > first:
-            slope = (rss_coins - rss_first) / (total_coins - first) * 100_000
+        if len(points) >= 2:
+            # Least-squares slope over every reading: single readings swing by
+            # tens of MB as memtables fill and flush and freed blocks return.
+            xs = [n for n, _ in points]
+            ys = [r for _, r in points]
+            mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+            slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
+                (x - mx) ** 2 for x in xs
+            )
             print(
-                f"RSS per 100K UTXOs ({first:,} -> {total_coins:,}):   {slope:10.1f} MB   (target <= 10)"
+                f"RSS per 100K UTXOs ({first:,} -> {total_coins:,}, fit):"
+                f"{slope * 100_000:8.1f} MB   (target <= 10)"
             )
     except BaseException:
         print((node.home / "node.log").read_text()[-3000:], file=sys.stderr)
@@ -155,13 +200,18 @@ def main() -> None:
     ap.add_argument(
         "--utxos",
         type=int,
-        default=300_000,
-        help="UTXO-set size for the RSS figure (slope from a third of it)",
+        default=400_000,
+        help="UTXO-set size for the RSS figure (read every quarter of it; slope fitted)",
     )
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--block-ms", type=int, default=1_000)
     ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument(
+        "--rate", type=float, default=4_000, help="tx/s offered in the steady phase (0: skip it)"
+    )
+    ap.add_argument("--rate-seconds", type=float, default=10.0)
+    ap.add_argument("--paced-batch", type=int, default=50, help="txs per message when paced")
     asyncio.run(run(ap.parse_args()))
 
 
