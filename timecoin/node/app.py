@@ -8,6 +8,7 @@ wait for a block write in progress, close the store and exit 0.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -60,6 +61,7 @@ def run_node(
     """Entry point of ``timed serve``."""
     home, cfg = locate(config_file, home, dev)
     setup_logging(log_format or cfg.telemetry.log_format, cfg.telemetry.log_level)
+    tune_gc()
     try:
         asyncio.run(serve(home, cfg))
     except RuntimeError as exc:
@@ -69,6 +71,24 @@ def run_node(
                 f"{exc}; is another node running? change p2p.listen / api.listen"
             ) from None
         raise
+
+
+GC_THRESHOLDS = (100_000, 50, 100)
+"""Collector thresholds for a running node (CPython's defaults: 700, 10, 10)."""
+
+
+def tune_gc() -> None:
+    """Make the cyclic garbage collector run far less often than CPython's default.
+
+    A busy node allocates millions of short-lived tuples and small objects a
+    second (decoded transactions, UTXO maps, protobuf conversions). Nearly all
+    are freed by reference counting; the collector only finds cycles. With the
+    default thresholds it still runs every 700 allocations and often walks
+    the whole heap: about a tenth of the node's CPU at 6,000 tx/s
+    (bench/node.py: 174-192 -> 159-162 us per finalized tx). Cycles are
+    still collected, after 100,000 allocations instead of 700.
+    """
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def serve(home: Path, cfg: NodeConfig) -> None:
@@ -107,6 +127,10 @@ async def serve(home: Path, cfg: NodeConfig) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, node.stop)
+        # Everything built so far lives as long as the node: keep it out of
+        # the collector's full passes.
+        gc.collect()
+        gc.freeze()
         event(
             log,
             "Node starting",
