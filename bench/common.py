@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from timecoin.api.client import ApiClient
 from timecoin.core.address import encode_address
@@ -228,4 +229,43 @@ async def push_load(
     res.node_cpu_s = sum(cpu_seconds(p) - c for p, c in zip(node_pids, cpu0, strict=True))
     res.client_cpu_s = time.process_time() - client0
     task.cancel()
+    return res
+
+
+def add_load_args(ap: Any, *, rate: float, paced_batch: int) -> None:
+    """The load options both node benchmarks take."""
+    ap.add_argument("--batch", type=int, default=500, help="txs per message at saturation")
+    ap.add_argument("--timeout", type=float, default=180.0)
+    ap.add_argument(
+        "--rate", type=float, default=rate, help="tx/s offered in the steady phase (0: skip it)"
+    )
+    ap.add_argument("--rate-seconds", type=float, default=10.0)
+    ap.add_argument(
+        "--paced-batch", type=int, default=paced_batch, help="txs per message when paced"
+    )
+
+
+async def load_phase(
+    title: str,
+    clients: list[ApiClient],
+    watch: ApiClient,
+    txs: list,
+    ns: Any,
+    *,
+    node_pids: Sequence[int],
+    verifies: float,
+    paced: bool,
+) -> LoadResult:
+    """Run one phase of load (saturation, or paced at ``ns.rate``) and print its report."""
+    print(f"-- {title}")
+    res = await push_load(
+        clients,
+        watch,
+        txs,
+        batch=ns.paced_batch if paced else ns.batch,
+        timeout_s=ns.timeout,
+        node_pids=node_pids,
+        rate=ns.rate if paced else 0.0,
+    )
+    res.report(verifies, len(txs))
     return res

@@ -28,7 +28,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import fan_out, free_port, payments, push_load, raw_verifies_per_s, rss_mb  # noqa: E402
+from common import (  # noqa: E402
+    add_load_args,
+    fan_out,
+    free_port,
+    load_phase,
+    payments,
+    raw_verifies_per_s,
+    rss_mb,
+)
 
 from timecoin.api.client import ApiClient
 from timecoin.config import load_config
@@ -88,20 +96,15 @@ async def run(
     await asyncio.sleep(2 * ns.block_ms / 1000)
     txs = payments(params, faucet, coins[: ns.txs])
     paced_txs = payments(params, faucet, coins[ns.txs :])
-    print(f"-- saturation: {len(txs):,} txs sent as fast as the nodes accept them")
+    pids = [p.pid for p in procs]
     h0 = (await clients[0].status()).height
     t_start = time.perf_counter()
-    res = await push_load(
-        clients,
-        clients[0],
-        txs,
-        batch=ns.batch,
-        timeout_s=ns.timeout,
-        node_pids=[p.pid for p in procs],
+    title = f"saturation: {len(txs):,} txs sent as fast as the nodes accept them"
+    res = await load_phase(
+        title, clients, clients[0], txs, ns, node_pids=pids, verifies=verifies, paced=False
     )
     elapsed = time.perf_counter() - t_start
     h1 = (await clients[0].status()).height
-    res.report(verifies, len(txs))
     print(f"blocks/min:                                  {(h1 - h0) / elapsed * 60:10.1f}")
     rounds = res.rounds or [0]
     print(
@@ -113,21 +116,14 @@ async def run(
     )
     if paced_txs:
         await asyncio.sleep(3 * ns.block_ms / 1000)
-        print(
-            f"-- steady load: {ns.rate:,.0f} tx/s offered for {ns.rate_seconds:.0f} s "
+        title = (
+            f"steady load: {ns.rate:,.0f} tx/s offered for {ns.rate_seconds:.0f} s "
             f"({len(paced_txs):,} txs, paced; target p50 <= block interval + 300 ms = "
             f"{ns.block_ms + 300} ms)"
         )
-        steady = await push_load(
-            clients,
-            clients[0],
-            paced_txs,
-            batch=ns.paced_batch,
-            timeout_s=ns.timeout,
-            node_pids=[p.pid for p in procs],
-            rate=ns.rate,
+        await load_phase(
+            title, clients, clients[0], paced_txs, ns, node_pids=pids, verifies=verifies, paced=True
         )
-        steady.report(verifies, len(paced_txs))
     for c in clients:
         await c.close()
 
@@ -136,14 +132,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--validators", type=int, default=4)
     ap.add_argument("--txs", type=int, default=20_000)
-    ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--block-ms", type=int, default=1_000)
-    ap.add_argument("--timeout", type=float, default=180.0)
-    ap.add_argument(
-        "--rate", type=float, default=2_000, help="tx/s offered in the steady phase (0: skip it)"
-    )
-    ap.add_argument("--rate-seconds", type=float, default=10.0)
-    ap.add_argument("--paced-batch", type=int, default=25, help="txs per message when paced")
+    add_load_args(ap, rate=2_000, paced_batch=25)
     ns = ap.parse_args()
     verifies = raw_verifies_per_s()  # measured before the nodes start, on an idle core
     tmp = Path(tempfile.mkdtemp(prefix="timed-bench-localnet-"))

@@ -32,7 +32,15 @@ from pathlib import Path
 import tomli_w
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import fan_out, free_port, payments, push_load, raw_verifies_per_s, rss_mb  # noqa: E402
+from common import (  # noqa: E402
+    add_load_args,
+    fan_out,
+    free_port,
+    load_phase,
+    payments,
+    raw_verifies_per_s,
+    rss_mb,
+)
 
 from timecoin.api.client import ApiClient
 from timecoin.core.params import ChainParams
@@ -126,35 +134,30 @@ async def run(ns: argparse.Namespace) -> None:
             paced_txs = payments(params, wallet, all_coins[ns.txs : ns.txs + paced])
             clients = [node.client() for _ in range(ns.clients)]
             try:
-                print(f"-- saturation: {len(txs):,} txs sent as fast as the node accepts them")
-                res = await push_load(
-                    clients,
-                    c,
-                    txs,
-                    batch=ns.batch,
-                    timeout_s=ns.timeout,
-                    node_pids=[node.proc.pid],
+                pids = [node.proc.pid]
+                title = f"saturation: {len(txs):,} txs sent as fast as the node accepts them"
+                await load_phase(
+                    title, clients, c, txs, ns, node_pids=pids, verifies=verifies, paced=False
                 )
-                res.report(verifies, len(txs))
                 print(
                     "  (target >= 0.5: a finalized tx costs at most about two signature checks of CPU)"
                 )
                 if paced_txs:
                     await asyncio.sleep(3 * ns.block_ms / 1000)
-                    print(
-                        f"-- steady load: {ns.rate:,.0f} tx/s offered for {ns.rate_seconds:.0f} s "
+                    title = (
+                        f"steady load: {ns.rate:,.0f} tx/s offered for {ns.rate_seconds:.0f} s "
                         f"({len(paced_txs):,} txs, paced: latency below saturation)"
                     )
-                    steady = await push_load(
+                    await load_phase(
+                        title,
                         clients,
                         c,
                         paced_txs,
-                        batch=ns.paced_batch,
-                        timeout_s=ns.timeout,
-                        node_pids=[node.proc.pid],
-                        rate=ns.rate,
+                        ns,
+                        node_pids=pids,
+                        verifies=verifies,
+                        paced=True,
                     )
-                    steady.report(verifies, len(paced_txs))
             finally:
                 for cl in clients:
                     await cl.close()
@@ -204,14 +207,8 @@ def main() -> None:
         help="UTXO-set size for the RSS figure (read every quarter of it; slope fitted)",
     )
     ap.add_argument("--clients", type=int, default=4)
-    ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--block-ms", type=int, default=1_000)
-    ap.add_argument("--timeout", type=float, default=120.0)
-    ap.add_argument(
-        "--rate", type=float, default=4_000, help="tx/s offered in the steady phase (0: skip it)"
-    )
-    ap.add_argument("--rate-seconds", type=float, default=10.0)
-    ap.add_argument("--paced-batch", type=int, default=50, help="txs per message when paced")
+    add_load_args(ap, rate=4_000, paced_batch=50)
     asyncio.run(run(ap.parse_args()))
 
 
