@@ -1037,7 +1037,7 @@ class Node:
                         self._tx_traces[t.txid] = carrier
                 while len(self._tx_traces) > _MAX_TRACED_TXS:
                     self._tx_traces.popitem(last=False)
-        if self.network is not None:
+        if self.network is not None and self.network.peers():
             # Relay what we accepted to every peer but the one it came from.
             accepted = [
                 transaction_to_pb(t) for t, err in zip(txs, out, strict=True) if err is None
