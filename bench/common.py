@@ -232,14 +232,14 @@ async def push_load(
     return res
 
 
-def add_load_args(ap: Any, *, rate: float, paced_batch: int) -> None:
+def add_load_args(ap: Any, *, rate: float, paced_batch: int, rate_seconds: float = 10.0) -> None:
     """The load options both node benchmarks take."""
     ap.add_argument("--batch", type=int, default=500, help="txs per message at saturation")
     ap.add_argument("--timeout", type=float, default=180.0)
     ap.add_argument(
         "--rate", type=float, default=rate, help="tx/s offered in the steady phase (0: skip it)"
     )
-    ap.add_argument("--rate-seconds", type=float, default=10.0)
+    ap.add_argument("--rate-seconds", type=float, default=rate_seconds)
     ap.add_argument(
         "--paced-batch", type=int, default=paced_batch, help="txs per message when paced"
     )

@@ -133,7 +133,7 @@ def main() -> None:
     ap.add_argument("--validators", type=int, default=4)
     ap.add_argument("--txs", type=int, default=20_000)
     ap.add_argument("--block-ms", type=int, default=1_000)
-    add_load_args(ap, rate=2_000, paced_batch=25)
+    add_load_args(ap, rate=2_000, paced_batch=25, rate_seconds=20.0)
     ns = ap.parse_args()
     verifies = raw_verifies_per_s()  # measured before the nodes start, on an idle core
     tmp = Path(tempfile.mkdtemp(prefix="timed-bench-localnet-"))
