@@ -10,7 +10,7 @@ Prints, in one run:
   slope fitted over the readings (the first quarter also fills fixed-size buffers:
   memtables, caches; that step is printed apart).
 
-Usage: python bench/node.py [--txs 20000] [--utxos 400000] [--rate 4000] [--clients 4]
+Usage: python bench/node.py [--txs 20000] [--utxos 1000000] [--rate 4000] [--clients 4]
 The node runs in its own process (2 cores here: it shares them with this client,
 which also signs the transactions before the timed phase).
 """
@@ -161,9 +161,9 @@ async def run(ns: argparse.Namespace) -> None:
             finally:
                 for cl in clients:
                     await cl.close()
-            rss_peak = rss_mb(node.proc.pid)
+            rss_after = rss_mb(node.proc.pid)
         print(
-            f"node RSS: start {rss_base:.0f} MB, with coins {rss_coins:.0f} MB, peak {rss_peak:.0f} MB"
+            f"node RSS: start {rss_base:.0f} MB, with coins {rss_coins:.0f} MB, after the load {rss_after:.0f} MB"
         )
         print(
             f"RSS above baseline, first {first:,} UTXOs:     {rss_first - rss_base:10.1f} MB   "
@@ -203,7 +203,7 @@ def main() -> None:
     ap.add_argument(
         "--utxos",
         type=int,
-        default=400_000,
+        default=1_000_000,
         help="UTXO-set size for the RSS figure (read every quarter of it; slope fitted)",
     )
     ap.add_argument("--clients", type=int, default=4)
