@@ -826,7 +826,25 @@ class Node:
             self.network.update_peer_height(peer_id, committed)
 
     def _answer_vote_request(self, peer_id: bytes, height: int, round_: int) -> None:
-        if self.network is None or height != self.engine.state.height:
+        if self.network is None:
+            return
+        last = self._last_commit
+        if last is not None and height == last.height == self.engine.state.height - 1:
+            # The peer is still deciding the height we just committed: send the
+            # precommits of its certificate (CometBFT's catch-up commit), so it can
+            # decide at once instead of falling back to block sync.
+            for cs in last.signatures[:_MAX_VOTES_PER_ANSWER]:
+                vote = Vote(
+                    VoteType.PRECOMMIT,
+                    last.height,
+                    last.round,
+                    last.block_hash,
+                    cs.validator_address,
+                    cs.signature,
+                )
+                self._send_to(peer_id, consensus_pb2.ConsensusMessage(vote=vote_to_pb(vote)))
+            return
+        if height != self.engine.state.height:
             return
         votes = self.engine.votes
         for vt in (VoteType.PREVOTE, VoteType.PRECOMMIT):

@@ -1,0 +1,65 @@
+"""A peer still deciding the height this node just committed gets that height's precommits."""
+
+from dependency_injector import providers
+
+from timecoin.consensus.engine import NewHeight
+from timecoin.container import NodeContainer
+from timecoin.core.keys import is_valid_signature
+from timecoin.core.signing import vote_sign_digest
+from timecoin.core.types import VoteType
+from timecoin.wire.codec import decode_vote
+
+from .test_chainstate import open_chain, produce
+
+
+class _Net:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, object]] = []
+
+    def send_consensus(self, peer_id: bytes, msg: object) -> bool:
+        self.sent.append((peer_id, msg))
+        return True
+
+    def peers(self) -> list:
+        return []
+
+
+def test_lagging_peer_gets_the_last_commit_as_precommits(dev_home):
+    chain = open_chain(dev_home)
+    last = None
+    for _ in range(3):
+        _, last = produce(chain, dev_home, [], last)
+    chain.store.close()
+
+    c = NodeContainer(
+        config=providers.Object(dev_home.config), home=providers.Object(dev_home.path)
+    )
+    c.init_resources()
+    try:
+        node = c.node()
+        assert node.chain.height == 3
+        node._last_commit = node.chain.seen_commit(3)
+        assert node._last_commit == last
+        node.engine.step(
+            NewHeight(4, node.chain.validators(4), node.chain.priorities.priorities, 0)
+        )
+        node.network = net = _Net()
+        peer = b"\x07" * 32
+
+        node._answer_vote_request(peer, 3, 0)  # the peer is one height behind
+        votes = [decode_vote(m.vote) for _, m in net.sent]
+        assert len(votes) == len(last.signatures) >= 1
+        for v in votes:
+            assert v.type is VoteType.PRECOMMIT and v.height == 3
+            assert v.block_hash == last.block_hash and v.round == last.round
+            signer = node.chain.validators(3).get(v.validator_address)
+            assert signer is not None
+            digest = vote_sign_digest(dev_home.params.chain_id, v)
+            assert is_valid_signature(signer.pubkey, v.signature, digest)
+
+        net.sent.clear()
+        node._answer_vote_request(peer, 2, 0)  # further behind: that is block sync's job
+        node._answer_vote_request(peer, 9, 0)  # ahead of us: nothing to give
+        assert net.sent == []
+    finally:
+        c.shutdown_resources()
