@@ -108,6 +108,7 @@ _PROPOSAL_RESEND_TICKS = 4
 """A proposal (with its block, up to 2 MB) is re-sent every 4th gossip tick only."""
 _MAX_TRACED_TXS = 100_000
 _RELAY_BATCH = 200
+_MAX_COMMITTED_EVIDENCE = 4_096
 _RELAY_DELAY_S = 0.02
 """Accepted transactions wait this long to be relayed together (fewer, larger messages)."""
 """Transactions per gossip message (below the peer layer's per-batch cap)."""
@@ -187,6 +188,8 @@ class Node:
         self._candidates: dict[bytes, ProposedBlock] = {}
         self._last_commit: Commit | None = None
         self._evidence: list[DuplicateVoteEvidence] = []
+        self._committed_evidence: OrderedDict[bytes, int] = OrderedDict()
+        """Element hash -> height of evidence in recent blocks (bounded)."""
         self.broadcaster = BlockBroadcaster()
         self._max_subs = max_subscribers
         self._stopping = asyncio.Event()
@@ -385,9 +388,10 @@ class Node:
         candidates = self.mempool.select_for_block(
             self.params.max_block_bytes, self.params.max_block_txs - 1
         )
+        evidence = tuple({evidence_element_hash(e): e for e in self._evidence}.values())
         try:
             return self.chain.build_block(
-                self.address, now_ms(), self._last_commit, candidates, tuple(self._evidence)
+                self.address, now_ms(), self._last_commit, candidates, evidence
             )
         except TimecoinError as exc:
             # Never stall the chain on a bad candidate: propose an empty block instead
@@ -559,6 +563,15 @@ class Node:
             for e in self._evidence
             if evidence_element_hash(e) not in done and e.vote_a.height >= oldest
         ]
+        # Remembered while it could still be offered again (a late copy from a peer
+        # or from our own vote set): a block carrying it twice is invalid.
+        for key in done:
+            self._committed_evidence[key] = height
+        while self._committed_evidence and (
+            next(iter(self._committed_evidence.values())) < oldest
+            or len(self._committed_evidence) > _MAX_COMMITTED_EVIDENCE
+        ):
+            self._committed_evidence.popitem(last=False)
         self._last_commit = commit
         self._last_proposal = None
         self._proposal_msg = None
@@ -579,7 +592,10 @@ class Node:
         return ok
 
     def _has_evidence(self, evidence: DuplicateVoteEvidence) -> bool:
+        """Tell whether *evidence* is pending here or was committed in a recent block."""
         key = evidence_element_hash(evidence)
+        if key in self._committed_evidence:
+            return True
         return any(evidence_element_hash(e) == key for e in self._evidence)
 
     def _equivocate(self, vote: Vote) -> None:
@@ -883,6 +899,10 @@ class Node:
         h = evidence.vote_a.height
         vs = await self.in_db(self.chain.validators, h)
         verify_duplicate_vote_evidence(self.params.chain_id, evidence, vs)
+        # Checked again: the same evidence may have arrived from another peer (or
+        # from our own vote set) while this one waited for the storage thread.
+        if self._has_evidence(evidence) or len(self._evidence) >= self.params.max_evidence:
+            return
         self._evidence.append(evidence)
         if self.network is not None:
             self.network.broadcast_evidence(ev, exclude=[peer.node_id])

@@ -1,4 +1,4 @@
-"""A peer still deciding the height this node just committed gets that height's precommits."""
+"""Node state kept for peers: catch-up precommits for a lagging peer, the evidence pool."""
 
 from dependency_injector import providers
 
@@ -61,5 +61,54 @@ def test_lagging_peer_gets_the_last_commit_as_precommits(dev_home):
         node._answer_vote_request(peer, 2, 0)  # further behind: that is block sync's job
         node._answer_vote_request(peer, 9, 0)  # ahead of us: nothing to give
         assert net.sent == []
+    finally:
+        c.shutdown_resources()
+
+
+def _signed_prevote(dev_home, height: int, block_hash: bytes):
+    from timecoin.core.types import Vote
+
+    v = Vote(VoteType.PREVOTE, height, 0, block_hash, dev_home.validator.address_payload)
+    sig = dev_home.validator.sign(vote_sign_digest(dev_home.params.chain_id, v))
+    return Vote(v.type, v.height, v.round, v.block_hash, v.validator_address, sig)
+
+
+def test_evidence_is_proposed_once_and_not_again_after_its_block(dev_home):
+    import asyncio
+
+    from timecoin.core.types import DuplicateVoteEvidence
+    from timecoin.wire.codec import evidence_to_pb
+
+    chain = open_chain(dev_home)
+    last = None
+    for _ in range(2):
+        _, last = produce(chain, dev_home, [], last)
+    chain.store.close()
+    c = NodeContainer(
+        config=providers.Object(dev_home.config), home=providers.Object(dev_home.path)
+    )
+    c.init_resources()
+    try:
+        node = c.node()
+        node._last_commit = last
+        ev = DuplicateVoteEvidence(
+            _signed_prevote(dev_home, 2, b""), _signed_prevote(dev_home, 2, b"\x01" * 32)
+        )
+        # The same evidence twice in the pool (two peers raced past the check):
+        # the block carries it once instead of failing as "included twice".
+        node._evidence = [ev, ev]
+        proposed = node._build(3)
+        assert proposed is not None and proposed.block.evidence == (ev,)
+        assert proposed.result.culprits
+
+        # Once committed, a late copy from a peer is not taken into the pool again.
+        node._after_commit(proposed.block, last)
+        assert node._evidence == []
+
+        class Peer:
+            node_id = b"\x05" * 32
+
+        asyncio.run(node.on_evidence(Peer(), evidence_to_pb(ev)))
+        assert node._evidence == []
     finally:
         c.shutdown_resources()
