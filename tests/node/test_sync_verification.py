@@ -80,3 +80,48 @@ def test_garbage_block_bytes_are_a_typed_error(dev_home, tmp_path, source_chain)
         assert node.chain.height == 0
     finally:
         c.shutdown_resources()
+
+
+def test_parallel_sync_path_refuses_a_swapped_signature_and_applies_the_real_block(
+    dev_home, tmp_path
+):
+    """Signatures are not covered by the block hash: a peer can swap one under a real commit."""
+    import asyncio
+    import time
+
+    from timecoin.core.errors import BadSignature
+    from timecoin.core.genesis import genesis_hash
+    from timecoin.core.types import OutPoint
+    from timecoin.txbuilder import build_transfer
+    from timecoin.wire.codec import block_to_pb, encode_block
+
+    from .test_chainstate import commit_for
+
+    chain = open_chain(dev_home)
+    g = OutPoint(genesis_hash(dev_home.genesis), 0)
+    coin = chain.store.get_coin(g)
+    pay = build_transfer(
+        dev_home.params, dev_home.wallet, [g], [(b"\x01" * 20, coin.amount - 10_000)]
+    )
+    now = int(time.time() * 1000)
+    p = chain.build_block(dev_home.validator.address_payload, now, None, [pay])
+    genuine = (p.block_bytes, encode_commit(commit_for(dev_home, p.block)))
+    chain.store.close()
+
+    msg = block_to_pb(p.block)
+    sig = bytearray(msg.txs[1].signatures[0])
+    sig[5] ^= 1
+    msg.txs[1].signatures[0] = bytes(sig)
+    swapped = msg.SerializeToString()
+
+    c, node = _follower(dev_home, tmp_path)
+    try:
+        with pytest.raises(BadSignature):
+            asyncio.run(node._fetch_synced(swapped, genuine[1]))
+        assert node.chain.height == 0  # nothing applied
+        block, commit = asyncio.run(node._fetch_synced(*genuine))
+        assert node.chain.height == 1 and block.hash == p.block.hash
+        assert encode_block(block) == p.block_bytes
+        assert node.chain.store.get_coin(g) is None
+    finally:
+        c.shutdown_resources()

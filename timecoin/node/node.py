@@ -718,10 +718,19 @@ class Node:
         return target > self.chain.height
 
     def _apply_synced(self, block_bytes: bytes, commit_bytes: bytes) -> tuple[Block, Commit]:
-        """Verify a fetched block's commit against our own validator set, then apply it."""
+        """Verify a fetched block's commit against our own validator set, then apply it.
+
+        The serial form of what ``_sync`` does in steps (signatures checked here).
+        """
+        block = decode_block(block_bytes, self.params.network)
+        commit = self._synced_commit(block, commit_bytes)
+        self._commit_synced(block, block_bytes, commit, signatures_checked=False)
+        return block, commit
+
+    def _synced_commit(self, block: Block, commit_bytes: bytes) -> Commit:
+        """Decode and verify the commit of a fetched block: >2/3 of *our* set signed it."""
         chain = self.chain
         height = chain.height + 1
-        block = decode_block(block_bytes, self.params.network)
         commit = decode_commit(commit_bytes)
         if block.header.height != height:
             raise BadHeight(f"peer sent block {block.header.height}, expected {height}")
@@ -732,9 +741,36 @@ class Node:
             height=height,
             block_hash=block.hash,
         )
-        result = chain.validate(block, now_ms() + 3_600_000)
+        return commit
+
+    def _commit_synced(
+        self, block: Block, block_bytes: bytes, commit: Commit, *, signatures_checked: bool
+    ) -> None:
+        chain = self.chain
+        result = chain.validate(block, now_ms() + 3_600_000, signatures_checked=signatures_checked)
         chain.commit(block, block_bytes, result, commit)
         self.mempool.remove_committed(block.txs, chain.store, chain.height, now_ms())
+
+    async def _fetch_synced(self, block_bytes: bytes, commit_bytes: bytes) -> tuple[Block, Commit]:
+        """Check and apply one fetched block, cheapest check first.
+
+        Decoding runs on a verify thread (reusing pending transactions), the
+        commit is verified against our own set before any transaction signature
+        is (a forged block costs a few signature checks, not thousands), the
+        signatures of transactions not already pending are verified in
+        parallel, and only then does the storage thread validate and apply it.
+        """
+        network, known = self.params.network, self.mempool.get
+        block = await asyncio.get_running_loop().run_in_executor(
+            self._verify, lambda: decode_block(block_bytes, network, known=known)
+        )
+        commit = await self.in_db(self._synced_commit, block, commit_bytes, priority=URGENT)
+        if not await self._check_block_signatures(block):
+            raise BadSignature("a transaction of the block has a bad signature")
+        await self.in_db(
+            lambda: self._commit_synced(block, block_bytes, commit, signatures_checked=True),
+            priority=URGENT,
+        )
         return block, commit
 
     async def _sync(self) -> None:
@@ -748,9 +784,7 @@ class Node:
         try:
             async for fb in net.fetch_blocks(start_height + 1, target, wait_for_peers_s=10):
                 try:
-                    block, commit = await self.in_db(
-                        self._apply_synced, fb.block, fb.commit, priority=URGENT
-                    )
+                    block, commit = await self._fetch_synced(fb.block, fb.commit)
                 except TimecoinError as exc:
                     net.report_misbehaviour(fb.peer_id, exc.reason, f"sync: {exc}")
                     log.warning("block %d from sync rejected: %s", fb.height, exc)
