@@ -297,8 +297,8 @@ def validate_block(
     view), so that loop is not run a second time and the template's fees and
     changes are used. Everything else (header, bounds, sets, merkle root, last
     commit, coinbase, registry updates, evidence, block rules, commitment) is
-    checked as for any block. ``tests/unit/test_block.py`` checks that both
-    paths return the same result.
+    checked as for any block. ``tests/node/test_chainstate.py`` checks that
+    both paths return the same result.
     """
     params = ctx.params
     header = block.header
@@ -480,8 +480,9 @@ def build_block_template(
     builds the coinbase transaction (the wire layer serializes its body).
     ``signatures_checked`` defaults to True because mempool transactions were
     fully verified, for this chain id, on admission: signatures and the
-    stateless checks are not run again (the UTXO, fee and rules checks are). *last_commit* and
-    *evidence* must already be verified (they come from this node's consensus).
+    stateless checks are not run again (the UTXO, fee and rules checks are).
+    *last_commit* and *evidence* must already be verified (they come from
+    this node's consensus).
     """
     params = ctx.params
     height = ctx.prev_height + 1

@@ -60,9 +60,19 @@ def pubkey_hash(pubkey: bytes) -> bytes:
     return sha256(pubkey)[:ADDRESS_PAYLOAD_LEN]
 
 
+def has_pubkey_shape(pubkey: bytes) -> bool:
+    """Tell whether *pubkey* is 33 bytes with a compressed-point prefix (no curve check).
+
+    Decoders check this much; whether the point is on the curve is decided
+    where the key is used (``validate_pubkey``, or the signature check, which
+    parses the point anyway).
+    """
+    return len(pubkey) == PUBKEY_LEN and pubkey[0] in (2, 3)
+
+
 def validate_pubkey(pubkey: bytes) -> None:
     """Raise BadPubkey unless *pubkey* is a 33-byte compressed point on the curve."""
-    if len(pubkey) != PUBKEY_LEN or pubkey[0] not in (2, 3):
+    if not has_pubkey_shape(pubkey):
         raise BadPubkey(f"public key must be 33-byte compressed, got {len(pubkey)} bytes")
     try:
         _CPublicKey(pubkey)

@@ -45,14 +45,18 @@ from timecoin.core.errors import (
     WrongChain,
     WrongOwner,
 )
-from timecoin.core.keys import is_valid_signature, pubkey_hash, validate_pubkey
+from timecoin.core.keys import (
+    has_pubkey_shape,
+    is_valid_signature,
+    pubkey_hash,
+    validate_pubkey,
+)
 from timecoin.core.params import ChainParams
 from timecoin.core.signing import tx_sign_digest
 from timecoin.core.types import (
     ADDRESS_PAYLOAD_LEN,
     HASH_LEN,
     MAX_MONEY_UNITS,
-    PUBKEY_LEN,
     SIGNATURE_LEN,
     MasternodeDeregistration,
     MasternodeRegistration,
@@ -161,7 +165,7 @@ def validate_transaction_stateless(tx: Transaction, params: ChainParams) -> None
         if len(op.txid) != HASH_LEN or not _is_amount(op.index) or not 0 <= op.index <= _MAX_U32:
             # Range-checked here so no UTXO store ever has to encode an impossible key.
             raise InvalidTransaction(f"input {i} has a malformed outpoint", index=i)
-        if len(txin.pubkey) != PUBKEY_LEN or txin.pubkey[0] not in (2, 3):
+        if not has_pubkey_shape(txin.pubkey):
             raise BadPubkey(f"input {i} pubkey must be 33-byte compressed", index=i)
     _check_outputs(body.outputs, params, coinbase=False)
     mn = body.masternode

@@ -108,10 +108,11 @@ _PROPOSAL_RESEND_TICKS = 4
 """A proposal (with its block, up to 2 MB) is re-sent every 4th gossip tick only."""
 _MAX_TRACED_TXS = 100_000
 _RELAY_BATCH = 200
-_MAX_COMMITTED_EVIDENCE = 4_096
+"""Transactions per gossip message (below the peer layer's per-batch cap)."""
 _RELAY_DELAY_S = 0.02
 """Accepted transactions wait this long to be relayed together (fewer, larger messages)."""
-"""Transactions per gossip message (below the peer layer's per-batch cap)."""
+_MAX_COMMITTED_EVIDENCE = 4_096
+"""Bound on the element hashes of recently committed evidence the node remembers."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,11 +38,10 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from timecoin._proto.types.v1 import types_pb2 as pb
 from timecoin.core.address import decode_address, encode_address
 from timecoin.core.errors import BadPubkey, DecodeError, NonCanonical, Oversized, Reason
-from timecoin.core.keys import pubkey_hash, validate_pubkey
+from timecoin.core.keys import has_pubkey_shape, pubkey_hash, validate_pubkey
 from timecoin.core.types import (
     ADDRESS_PAYLOAD_LEN,
     HASH_LEN,
-    PUBKEY_LEN,
     SIGNATURE_LEN,
     Block,
     BlockHeader,
@@ -168,19 +167,6 @@ def _pubkey(value: bytes, what: str) -> bytes:
     return bytes(value)
 
 
-def _input_pubkey(value: bytes, what: str) -> bytes:
-    """Shape of an input's key: 33 bytes, compressed prefix.
-
-    Whether the point is on the curve is decided where the key is used: its
-    signature check (``core.tx.check_signatures`` raises BadPubkey), which
-    every input passes before admission or inclusion. Parsing the point here
-    too would cost a second curve decompression per input on the API thread.
-    """
-    if len(value) != PUBKEY_LEN or value[0] not in (2, 3):
-        raise BadPubkey(f"{what}: public key must be 33-byte compressed, got {len(value)} bytes")
-    return bytes(value)
-
-
 def _signature(value: bytes, what: str) -> bytes:
     return _fixed(value, SIGNATURE_LEN, what)
 
@@ -265,8 +251,14 @@ def _tx_body_from_pb(
         if not i.HasField("prev_out"):
             raise DecodeError(f"input {n}: missing prev_out")
         pubkey = i.pubkey
-        if len(pubkey) != PUBKEY_LEN or pubkey[0] not in (2, 3):
-            _input_pubkey(pubkey, f"input {n}")  # raises; the message is built only then
+        # Shape only: the curve point is checked where the key is used, by its
+        # signature check (``core.tx.check_signatures`` raises BadPubkey), which
+        # every input passes before admission or inclusion; parsing it here too
+        # would cost a second point decompression per input on the API thread.
+        if not has_pubkey_shape(pubkey):
+            raise BadPubkey(
+                f"input {n}: public key must be 33-byte compressed, got {len(pubkey)} bytes"
+            )
         inputs.append(_new(TxIn, (_outpoint_from_pb(i.prev_out), pubkey)))
     outputs = [_new(TxOut, (o.amount, decode_address(o.address, network))) for o in msg.outputs]
     masternode: MasternodeRegistration | MasternodeDeregistration | None = None
