@@ -12,6 +12,14 @@ from timecoin.wire.codec import decode_vote
 from .test_chainstate import open_chain, produce
 
 
+def _node(dev_home):
+    c = NodeContainer(
+        config=providers.Object(dev_home.config), home=providers.Object(dev_home.path)
+    )
+    c.init_resources()
+    return c, c.node()
+
+
 class _Net:
     def __init__(self) -> None:
         self.sent: list[tuple[bytes, object]] = []
@@ -31,12 +39,8 @@ def test_lagging_peer_gets_the_last_commit_as_precommits(dev_home):
         _, last = produce(chain, dev_home, [], last)
     chain.store.close()
 
-    c = NodeContainer(
-        config=providers.Object(dev_home.config), home=providers.Object(dev_home.path)
-    )
-    c.init_resources()
+    c, node = _node(dev_home)
     try:
-        node = c.node()
         assert node.chain.height == 3
         node._last_commit = node.chain.seen_commit(3)
         assert node._last_commit == last
@@ -84,12 +88,8 @@ def test_evidence_is_proposed_once_and_not_again_after_its_block(dev_home):
     for _ in range(2):
         _, last = produce(chain, dev_home, [], last)
     chain.store.close()
-    c = NodeContainer(
-        config=providers.Object(dev_home.config), home=providers.Object(dev_home.path)
-    )
-    c.init_resources()
+    c, node = _node(dev_home)
     try:
-        node = c.node()
         node._last_commit = last
         ev = DuplicateVoteEvidence(
             _signed_prevote(dev_home, 2, b""), _signed_prevote(dev_home, 2, b"\x01" * 32)
@@ -110,5 +110,54 @@ def test_evidence_is_proposed_once_and_not_again_after_its_block(dev_home):
 
         asyncio.run(node.on_evidence(Peer(), evidence_to_pb(ev)))
         assert node._evidence == []
+    finally:
+        c.shutdown_resources()
+
+
+def test_next_height_waits_the_interval_minus_the_time_the_height_took(dev_home):
+    import time
+
+    c, node = _node(dev_home)
+    try:
+        interval = node.engine.config.timeouts.commit_ms
+        node._round0_at = time.monotonic() - interval * 0.3 / 1000  # decided 30% in
+        assert interval * 0.6 <= node._next_start_delay_ms() <= interval * 0.7 + 1
+        node._round0_at = time.monotonic() - interval * 5 / 1000  # a slow height
+        assert node._next_start_delay_ms() == interval // 10  # the floor, not zero
+    finally:
+        c.shutdown_resources()
+
+
+def test_accepted_txs_are_relayed_in_one_gather(dev_home):
+    import asyncio
+
+    class Net:
+        def __init__(self) -> None:
+            self.batches: list[tuple[list, object]] = []
+
+        def peers(self) -> list:
+            return [object()]
+
+        def broadcast_transactions(self, txs, *, exclude=None, trace=None) -> int:
+            self.batches.append((list(txs), exclude))
+            return 1
+
+    c, node = _node(dev_home)
+    try:
+        node.network = net = Net()
+        peer = b"\x09" * 32
+
+        async def main() -> None:
+            node._queue_relay(["a", "b"], peer)
+            node._queue_relay(["c"], peer)
+            node._queue_relay(["d"], None)
+            assert net.batches == []  # nothing sent before the gather closes
+            await asyncio.sleep(0.1)
+
+        asyncio.run(main())
+        assert sorted(net.batches, key=lambda b: len(b[0])) == [
+            (["d"], None),
+            (["a", "b", "c"], [peer]),
+        ]
     finally:
         c.shutdown_resources()
