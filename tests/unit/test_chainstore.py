@@ -18,7 +18,13 @@ from timecoin.core.errors import AlreadyKnown, BadHeight, NotFound, StorageError
 from timecoin.core.types import Coin, OutPoint
 from timecoin.core.utxo import UtxoChanges
 from timecoin.storage import WriteBatch
-from timecoin.storage.chainstore import BlockRecord, ChainStore, ChainTip, TxLocation
+from timecoin.storage.chainstore import (
+    BlockRecord,
+    ChainReader,
+    ChainStore,
+    ChainTip,
+    TxLocation,
+)
 from timecoin_storage_leveldb import LevelDBStore
 from timecoin_storage_memory import MemoryStore
 
@@ -291,7 +297,7 @@ class CountingKV:
 
 def test_tx_index_and_coin_lookups_are_single_point_reads(tmp_path: Path):
     kv = CountingKV(LevelDBStore(tmp_path / "db"))
-    store = ChainStore(kv)
+    store = ChainStore(kv, unspent_cache=0)
     chain = make_chain(3)
     for record in chain:
         store.commit_block(record)
@@ -303,6 +309,65 @@ def test_tx_index_and_coin_lookups_are_single_point_reads(tmp_path: Path):
     assert (kv.gets, kv.iterations) == (2, 0)
     assert store.get_height(chain[0].block_hash) == 1
     assert (kv.gets, kv.iterations) == (3, 0)
+    store.close()
+
+
+# --- the coins cache in front of get_coin -----------------------------------------
+
+
+def test_coins_cache_serves_created_and_read_coins_and_forgets_spent_ones(tmp_path: Path):
+    kv = CountingKV(LevelDBStore(tmp_path / "db"))
+    store = ChainStore(kv)
+    chain = make_chain(4)
+    for record in chain[:2]:
+        store.commit_block(record)
+    kv.gets = 0
+    created = chain[1].changes.created
+    assert all(store.get_coin(op) == coin for op, coin in created)
+    assert kv.gets == 0  # coins a block creates are cached as it commits
+    op, coin = chain[0].changes.created[1]  # created by block 1, unspent (odd position)
+    store._unspent.clear()
+    store.get_coin(op)
+    store.get_coin(op)
+    assert kv.gets == 1  # one read, then the cache
+    store.commit_block(chain[2])  # spends every other coin of block 2
+    spent = {o for o, _ in chain[2].changes.spent}
+    for o, c in created:
+        assert store.get_coin(o) == (None if o in spent else c)
+    store.close()
+    reopened = ChainStore(LevelDBStore(tmp_path / "db"))
+    for o, c in created:
+        assert reopened.get_coin(o) == (None if o in spent else c)
+    reopened.close()
+
+
+def test_a_coin_read_before_a_commit_is_not_cached_after_it(store: ChainStore):
+    chain = make_chain(3)
+    for record in chain[:2]:
+        store.commit_block(record)
+    op, coin = chain[2].changes.spent[0]
+    store._unspent.clear()
+    # A reader on another thread looked the coin up, then a block spending it
+    # committed before the reader could cache what it read.
+    gen = store._unspent_gen
+    assert ChainReader.get_coin(store, op) == coin
+    store.commit_block(chain[2])
+    store._remember(gen, ((op, coin),))
+    assert store.get_coin(op) is None
+
+
+def test_coins_cache_is_bounded_and_emptied_by_disconnect(tmp_path: Path):
+    store = ChainStore(LevelDBStore(tmp_path / "db"), unspent_cache=8)
+    chain = make_chain(6, coins_per_block=10)
+    for record in chain:
+        store.commit_block(record)
+        assert len(store._unspent) <= 8
+    removed = store.disconnect_tip()
+    assert removed.height == 6 and not store._unspent
+    for op, _ in chain[5].changes.created:
+        assert store.get_coin(op) is None
+    for op, coin in chain[5].changes.spent:
+        assert store.get_coin(op) == coin  # restored by the undo data, read afresh
     store.close()
 
 

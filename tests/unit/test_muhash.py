@@ -295,3 +295,35 @@ def test_apply_and_undo_changes() -> None:
     assert h.digest() == MuHash3072.of(*(coin_element(o, c) for o, c in after.items())).digest()
     undo_changes(h, changes)
     assert h.digest() == start
+
+
+def test_apply_changes_equals_one_insert_or_remove_per_coin() -> None:
+    # apply_changes writes coin_element, element_to_num and mulmod out in one
+    # loop; the state must be exactly what the composed functions give.
+    base = MuHash3072.of(b"a", b"b")
+    spent = tuple(_coin(i) for i in range(5))
+    created = tuple(_coin(i, coinbase=i % 2 == 0) for i in range(5, 12))
+    fast = base.copy()
+    apply_changes(fast, UtxoChanges(spent=spent, created=created))
+    slow = base.copy()
+    for op, coin in spent:
+        slow.remove(coin_element(op, coin))
+    for op, coin in created:
+        slow.insert(coin_element(op, coin))
+    assert fast.serialize() == slow.serialize()
+
+
+@pytest.mark.parametrize(
+    ("op", "coin"),
+    [
+        (OutPoint(bytes(31), 0), Coin(1, bytes(20), 0)),
+        (OutPoint(bytes(32), 2**32), Coin(1, bytes(20), 0)),
+        (OutPoint(bytes(32), 0), Coin(-1, bytes(20), 0)),
+    ],
+)
+def test_apply_changes_rejects_impossible_fields(op: OutPoint, coin: Coin) -> None:
+    h = MuHash3072()
+    with pytest.raises(ValueError):
+        apply_changes(h, UtxoChanges(spent=(), created=((op, coin),)))
+    with pytest.raises(ValueError):
+        apply_changes(h, UtxoChanges(spent=((op, coin),), created=()))

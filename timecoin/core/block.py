@@ -306,16 +306,18 @@ def validate_block(
     _check_header(block, ctx)
     _check_bounds(block, params)
     proposer = _check_sets(block, ctx)
-    if header.tx_root != merkle_root([tx.txid for tx in block.txs]):
-        raise BadMerkleRoot("tx_root is not the merkle root of the txids in block order")
     txs = block.txs
+    if template is not None and template.txs != txs:  # identical objects: a cheap comparison
+        raise ValueError("validate_block: the template does not hold this block's txs")
+    # The template computed the root of these very txids.
+    tx_root = template.tx_root if template is not None else merkle_root([tx.txid for tx in txs])
+    if header.tx_root != tx_root:
+        raise BadMerkleRoot("tx_root is not the merkle root of the txids in block order")
     if not txs[0].is_coinbase:
         raise BlockTransactionInvalid(0, BadCoinbase("first transaction is not a coinbase"))
     signers = _check_last_commit(block, ctx)
 
     if template is not None:
-        if template.txs != txs:  # identical objects: a cheap comparison
-            raise ValueError("validate_block: the template does not hold this block's txs")
         return _finish_block(
             block, ctx, txs, template.fees, proposer, signers, rules, None, template
         )

@@ -124,23 +124,14 @@ class UtxoOverlay:
 
     def changes(self) -> UtxoChanges:
         """Net changes of this layer in a deterministic order (sorted by outpoint)."""
-        spent = tuple(
-            sorted(
-                ((op, c) for op, c in self._spent.items() if op not in self._created),
-                key=_by_outpoint,
-            )
-        )
-        created = tuple(
-            sorted(
-                ((op, c) for op, c in self._created.items() if op not in self._spent),
-                key=_by_outpoint,
-            )
-        )
-        return UtxoChanges(spent=spent, created=created)
-
-
-def _by_outpoint(item: tuple[OutPoint, Coin]) -> OutPoint:
-    return item[0]  # an OutPoint orders as (txid, index)
+        # (outpoint, coin) pairs sort by outpoint alone, in C: outpoints are
+        # unique keys, so a comparison never reaches the coins.
+        created_here, spent_here = self._created, self._spent
+        spent = [item for item in spent_here.items() if item[0] not in created_here]
+        created = [item for item in created_here.items() if item[0] not in spent_here]
+        spent.sort()
+        created.sort()
+        return UtxoChanges(spent=tuple(spent), created=tuple(created))
 
 
 def apply_block_txs(txs: Sequence[Transaction], view: UtxoView, height: int) -> UtxoChanges:

@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from itertools import islice
 from types import TracebackType
 from typing import NamedTuple
 
@@ -90,6 +91,9 @@ DEFAULT_PAGE_SIZE = 1000
 
 COIN_CACHE_ENTRIES = 1 << 16
 """Bound of the decoded-coin cache (about 10 MB when full)."""
+
+UNSPENT_CACHE_ENTRIES = 1 << 16
+"""Default bound of ``ChainStore``'s outpoint -> coin cache (about 20 MB when full)."""
 
 _pack_u32 = U32.pack
 _unpack_coin = COIN.unpack
@@ -372,14 +376,27 @@ class ChainStore(ChainReader):
 
     One writer at a time (an internal lock; ``AsyncChainStore`` also serializes
     writes on one thread). Readers may run concurrently from other threads.
+
+    ``get_coin`` answers from a bounded outpoint -> coin cache in front of
+    the store (Bitcoin Core's coins cache plays this part): a coin is read at
+    mempool admission, again when the block spending it is built or
+    validated, and new coins are often spent soon after. Only unspent coins
+    are cached; ``commit_block`` removes what a block spends and adds what it
+    creates, and a read that overlaps a commit is not cached (see
+    ``_remember``), so the cache never answers what the store no longer holds.
     """
 
-    __slots__ = ("_kv", "_write_lock")
+    __slots__ = ("_kv", "_write_lock", "_unspent", "_unspent_max", "_unspent_gen", "_unspent_lock")
 
-    def __init__(self, kv: KVStore) -> None:
+    def __init__(self, kv: KVStore, *, unspent_cache: int = UNSPENT_CACHE_ENTRIES) -> None:
         super().__init__(kv)
         self._kv = kv
         self._write_lock = threading.Lock()
+        self._unspent: dict[OutPoint, Coin] = {}
+        self._unspent_max = max(0, unspent_cache)
+        self._unspent_gen = 0
+        """Bumped before and after every write that changes coins."""
+        self._unspent_lock = threading.Lock()
         version = self.schema_version()
         if version is None:
             if self.tip() is not None:
@@ -401,6 +418,54 @@ class ChainStore(ChainReader):
     def snapshot(self) -> ChainSnapshot:
         """Open a consistent read view of the whole chain (tip, blocks, coins together)."""
         return ChainSnapshot(self._kv.snapshot())
+
+    # --- the coins cache --------------------------------------------------------
+
+    def get_coin(self, outpoint: OutPoint) -> Coin | None:
+        """Return the unspent coin at *outpoint*, or None; cached (see the class docstring)."""
+        coin = self._unspent.get(outpoint)
+        if coin is not None:
+            return coin
+        gen = self._unspent_gen
+        coin = ChainReader.get_coin(self, outpoint)
+        if coin is not None and self._unspent_max:
+            self._remember(gen, ((outpoint, coin),))
+        return coin
+
+    def _remember(self, gen: int | None, coins: Iterable[tuple[OutPoint, Coin]]) -> None:
+        """Cache *coins* read when the generation was *gen* (None: the writer, after a write).
+
+        A write bumps the generation under the lock before it starts and again,
+        with its cache updates, after it ends; a reader's coins are kept only if
+        no write began since the reader looked, so a coin read just before a
+        block spent it cannot outlive that block in the cache.
+        """
+        cache = self._unspent
+        with self._unspent_lock:
+            if gen is not None and gen != self._unspent_gen:
+                return
+            cache.update(coins)
+            excess = len(cache) - self._unspent_max
+            if excess > 0:  # drop the oldest entries, a quarter of the bound at a time
+                for op in list(islice(cache, excess + self._unspent_max // 4)):
+                    del cache[op]
+
+    def _begin_coin_write(self) -> None:
+        with self._unspent_lock:
+            self._unspent_gen += 1
+
+    def _end_coin_write(self, changes: UtxoChanges | None) -> None:
+        """Update the cache for a written batch; *changes* None empties it."""
+        with self._unspent_lock:
+            self._unspent_gen += 1
+            if changes is None:
+                self._unspent.clear()
+                return
+            pop = self._unspent.pop
+            for op, _ in changes.spent:
+                pop(op, None)
+        if self._unspent_max:
+            self._remember(None, changes.created)
 
     def commit_block(self, record: BlockRecord) -> None:
         """Write block *record* with its indexes, UTXO changes, undo data and new tip.
@@ -463,7 +528,9 @@ class ChainStore(ChainReader):
                 batch.put(P_META + key, value)
             batch.put(K_UTXO_STATE, record.utxo_state)
             batch.put(K_TIP, TIP.pack(record.height, record.block_hash))
+            self._begin_coin_write()
             self._kv.write(batch, sync=True)
+            self._end_coin_write(record.changes)
 
     def disconnect_tip(self) -> ChainTip:
         """Revert the tip block with its undo data in one atomic batch; return what was removed.
@@ -510,7 +577,11 @@ class ChainStore(ChainReader):
                 batch.delete(K_TIP)
             else:
                 batch.put(K_TIP, TIP.pack(*undo.prev_tip))
-            self._kv.write(batch, sync=True)
+            self._begin_coin_write()
+            try:
+                self._kv.write(batch, sync=True)
+            finally:
+                self._end_coin_write(None)
             return tip
 
     def put_meta(self, key: bytes, value: bytes, *, sync: bool = True) -> None:
