@@ -128,6 +128,10 @@ class MempoolConfig(_Section):
     max_txs: int = Field(default=10_000, ge=1)
     max_bytes: int = Field(default=300_000_000, ge=1_000)
     expiry_s: int = Field(default=14 * 24 * 3600, ge=1)
+    signature_processes: int | None = Field(default=None, ge=0, le=64)
+    """Worker processes checking the signatures of submitted transactions; unset: one
+    fewer than the CPUs (at least one); 0: threads in the node process
+    (timecoin/node/sigprocs.py)."""
 
 
 class TelemetryConfig(_Section):

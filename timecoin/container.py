@@ -14,6 +14,7 @@ shell closes resources last, after its threads have stopped.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,6 +84,12 @@ def make_signer(config: NodeConfig, home: Path, chain_id: str) -> FilePrivValida
     return FilePrivValidator(key, chain_id, state)
 
 
+def signature_processes(config: NodeConfig) -> int:
+    """Return the configured signature worker processes, else one fewer than the CPUs (>= 1)."""
+    n = config.mempool.signature_processes
+    return max(1, (os.cpu_count() or 2) - 1) if n is None else n
+
+
 def make_mempool(config: NodeConfig, params: ChainParams, rules: PluggyRules) -> Mempool:
     m = config.mempool
 
@@ -136,4 +143,5 @@ class NodeContainer(containers.DeclarativeContainer):
         mempool=mempool,
         engine_config=engine_config,
         signer=signer,
+        signature_processes=providers.Callable(signature_processes, config),
     )
