@@ -79,6 +79,7 @@ def test_admission_through_worker_processes_gives_the_thread_path_reasons(dev_ho
         assert got[4] == expected[4]
         assert node.mempool.get(txs[0].txid) is not None
     finally:
+        node._sig_procs.close()
         c.shutdown_resources()
 
 
@@ -104,3 +105,40 @@ def test_killed_workers_fall_back_to_threads():
             procs.close()
 
     assert asyncio.run(main())
+
+
+def test_workers_leave_when_the_node_is_killed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "node.py"
+    script.write_text(
+        "import asyncio, os, sys\n"
+        "from timecoin.node.sigprocs import SignatureProcesses\n"
+        "async def main():\n"
+        "    procs = SignatureProcesses(1)\n"
+        "    assert await procs.verify([(bytes(32), (), ())]) == b'\\x00'\n"
+        "    print(*procs._pool._processes, flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "if __name__ == '__main__':\n"
+        "    asyncio.run(main())\n"
+    )
+    node = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        (worker,) = (int(p) for p in node.stdout.readline().split())
+        os.kill(node.pid, signal.SIGKILL)
+        node.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        os.kill(worker, signal.SIGKILL)
+        raise AssertionError("the signature worker outlived its killed node")
+    finally:
+        node.kill()

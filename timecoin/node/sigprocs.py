@@ -19,7 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -29,6 +32,9 @@ from timecoin.core.signing import tx_sign_digest
 from timecoin.core.types import Transaction
 
 log = logging.getLogger("timed.node")
+
+PARENT_POLL_S = 0.5
+"""How often a worker checks that the node process is still its parent."""
 
 Item = tuple[bytes, tuple[bytes, ...], tuple[bytes, ...]]
 """One transaction's signing digest, input public keys and signatures."""
@@ -61,10 +67,19 @@ def verify_items(items: Sequence[Item]) -> bytes:
     return bytes(out)
 
 
-def _ignore_sigint() -> None:
+def _start_worker(parent: int) -> None:
     # Ctrl-C reaches the whole process group; the node process decides when
     # its workers stop (``close``), so they must not die first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A worker holds both ends of its task pipe, so a node killed with -9
+    # would leave it waiting forever: it leaves once its parent is gone.
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(0)
 
 
 class SignatureProcesses:
@@ -93,7 +108,8 @@ class SignatureProcesses:
             self._pool = ProcessPoolExecutor(
                 self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_ignore_sigint,
+                initializer=_start_worker,
+                initargs=(os.getpid(),),
             )
         size = len(items) // self.workers + 1
         loop = asyncio.get_running_loop()
