@@ -1049,24 +1049,35 @@ class Node:
         pre: list[TimecoinError | None] = []
         todo: list[int] = []
         for i, tx in enumerate(txs):
-            try:
-                self.mempool.precheck(tx, now)
-                validate_transaction_stateless(tx, self.params)
-            except TimecoinError as exc:
-                pre.append(exc)
-                continue
-            pre.append(None)
-            todo.append(i)
+            err = self._cheap_checks(tx, now)
+            pre.append(err)
+            if err is None:
+                todo.append(i)
         flags = await procs.verify([item_of(txs[i], chain_id) for i in todo])
         if flags is None:  # the pool broke: the threads do it all
             return await self._on_verify_threads(txs, self._precheck)
-        for i, ok in zip(todo, flags, strict=True):
-            if not ok:
-                try:
-                    check_signatures(txs[i], chain_id)
-                except TimecoinError as exc:
-                    pre[i] = exc
+        failed = [i for i, ok in zip(todo, flags, strict=True) if not ok]
+        # Their ECDSA runs again for the exact reason: on the threads, not the loop.
+        reasons = await self._on_verify_threads([txs[i] for i in failed], self._signature_error)
+        for i, err in zip(failed, reasons, strict=True):
+            pre[i] = err
         return pre
+
+    def _cheap_checks(self, tx: Transaction, now: int) -> TimecoinError | None:
+        """Run the pool's precheck and the stateless checks: everything but signatures."""
+        try:
+            self.mempool.precheck(tx, now)
+            validate_transaction_stateless(tx, self.params)
+        except TimecoinError as exc:
+            return exc
+        return None
+
+    def _signature_error(self, tx: Transaction) -> TimecoinError | None:
+        try:
+            check_signatures(tx, self.params.chain_id)
+        except TimecoinError as exc:
+            return exc
+        return None
 
     def _precheck(self, tx: Transaction) -> TimecoinError | None:
         """Cheap pool checks, stateless checks and signatures, on a verify thread.
@@ -1074,13 +1085,7 @@ class Node:
         The pool's own precheck (already known, conflicting, oversized) runs
         first so a resubmitted or conflicting transaction costs no ECDSA work.
         """
-        try:
-            self.mempool.precheck(tx, now_ms())
-            validate_transaction_stateless(tx, self.params)
-            check_signatures(tx, self.params.chain_id)
-        except TimecoinError as exc:
-            return exc
-        return None
+        return self._cheap_checks(tx, now_ms()) or self._signature_error(tx)
 
     def _admit(
         self, txs: Sequence[Transaction], pre: Sequence[TimecoinError | None]
