@@ -44,8 +44,9 @@ def rss_mb(pid: int) -> float:
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds used so far by process *pid* and its live children.
 
-    Children count too: a node checks transaction signatures in worker
-    processes (``[mempool] signature_processes``), and their CPU is the node's.
+    Children count too: a node checks transaction signatures and hashes its
+    blocks' coins in worker processes (``worker_processes``), and their CPU is
+    the node's.
     """
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -128,10 +128,6 @@ class MempoolConfig(_Section):
     max_txs: int = Field(default=10_000, ge=1)
     max_bytes: int = Field(default=300_000_000, ge=1_000)
     expiry_s: int = Field(default=14 * 24 * 3600, ge=1)
-    signature_processes: int | None = Field(default=None, ge=0, le=64)
-    """Worker processes checking the signatures of submitted transactions; unset: one
-    fewer than the CPUs (at least one); 0: threads in the node process
-    (timecoin/node/sigprocs.py)."""
 
 
 class TelemetryConfig(_Section):
@@ -156,6 +152,10 @@ class NodeConfig(_Section):
     genesis_file: str = "genesis.json"
     node_key_file: str = "node_key.json"
     validator_key_file: str = "validator_key.json"
+    worker_processes: int | None = Field(default=None, ge=0, le=64)
+    """Worker processes for signature checks of submitted transactions and the UTXO
+    commitment's hashing; unset: one fewer than the CPUs (at least one); 0: all of it
+    in the node process, signatures on threads (timecoin/node/workers.py)."""
     storage: StorageConfig = Field(default_factory=StorageConfig)
     p2p: P2PSection = Field(default_factory=P2PSection)
     api: ApiConfig = Field(default_factory=ApiConfig)

@@ -31,6 +31,7 @@ from timecoin.node.chainstate import ChainState
 from timecoin.node.mempool import Mempool
 from timecoin.node.node import Node
 from timecoin.node.privval import FilePrivValidator
+from timecoin.node.workers import WorkerProcesses
 from timecoin.rules.manager import PluggyRules, build_plugin_manager
 from timecoin.storage.backends import open_store
 from timecoin.storage.chainstore import ChainStore
@@ -84,10 +85,25 @@ def make_signer(config: NodeConfig, home: Path, chain_id: str) -> FilePrivValida
     return FilePrivValidator(key, chain_id, state)
 
 
-def signature_processes(config: NodeConfig) -> int:
-    """Return the configured signature worker processes, else one fewer than the CPUs (>= 1)."""
-    n = config.mempool.signature_processes
+def worker_count(config: NodeConfig) -> int:
+    """Return the configured worker processes, else one fewer than the CPUs (at least one)."""
+    n = config.worker_processes
     return max(1, (os.cpu_count() or 2) - 1) if n is None else n
+
+
+def open_workers(config: NodeConfig) -> Iterator[WorkerProcesses | None]:
+    """Provide the node's worker processes (None if ``worker_processes = 0``); stop them last.
+
+    Nothing starts until the first job: a node that never builds a block nor
+    admits a transaction never spawns them.
+    """
+    n = worker_count(config)
+    workers = WorkerProcesses(n) if n else None
+    try:
+        yield workers
+    finally:
+        if workers is not None:
+            workers.close()
 
 
 def make_mempool(config: NodeConfig, params: ChainParams, rules: PluggyRules) -> Mempool:
@@ -117,6 +133,7 @@ class NodeContainer(containers.DeclarativeContainer):
     genesis = providers.Singleton(make_genesis, config, home)
 
     kv_store = providers.Resource(open_kv, config, home, plugin_manager)
+    workers = providers.Resource(open_workers, config)
     chain_store = providers.Singleton(ChainStore, kv_store)
     chain_state = providers.Singleton(
         ChainState,
@@ -143,5 +160,5 @@ class NodeContainer(containers.DeclarativeContainer):
         mempool=mempool,
         engine_config=engine_config,
         signer=signer,
-        signature_processes=providers.Callable(signature_processes, config),
+        workers=workers,
     )

@@ -97,7 +97,7 @@ def test_evidence_is_proposed_once_and_not_again_after_its_block(dev_home):
         # The same evidence twice in the pool (two peers raced past the check):
         # the block carries it once instead of failing as "included twice".
         node._evidence = [ev, ev]
-        proposed = node._build(3)
+        proposed = asyncio.run(node._propose(3))
         assert proposed is not None and proposed.block.evidence == (ev,)
         assert proposed.result.culprits
 

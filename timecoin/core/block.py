@@ -440,16 +440,20 @@ small transactions add 40 KB that the size of the transactions alone does not sh
 
 
 @dataclass(frozen=True, slots=True)
-class BlockTemplate:
-    """The contents of a block the proposer is about to build, with every header hash."""
+class BlockDraft:
+    """A block's contents before its UTXO commitment: everything but the MuHash work.
+
+    The commitment is the one expensive step left (about three coins per
+    transaction, each a SHA-256, a ChaCha20 keystream and a 3072-bit
+    multiplication); a node can compute it elsewhere (worker processes) from
+    ``changes`` and then ``finish`` the draft.
+    """
 
     txs: tuple[Transaction, ...]
     """Coinbase first, then the accepted candidates in order."""
     fees: int
     reward: int
     changes: UtxoChanges
-    utxo_commitment: bytes
-    muhash: MuHash3072
     tx_root: bytes
     last_commit_hash: bytes
     validators_hash: bytes
@@ -457,6 +461,31 @@ class BlockTemplate:
     evidence_hash: bytes
     rejected: tuple[tuple[Transaction, TimecoinError], ...]
     """Candidates left out because they are invalid on top of this block (evict them)."""
+
+    def finish(self, muhash: MuHash3072) -> BlockTemplate:
+        """Return the template whose state after the block is *muhash* (parent + ``changes``)."""
+        return BlockTemplate(
+            txs=self.txs,
+            fees=self.fees,
+            reward=self.reward,
+            changes=self.changes,
+            tx_root=self.tx_root,
+            last_commit_hash=self.last_commit_hash,
+            validators_hash=self.validators_hash,
+            next_validators_hash=self.next_validators_hash,
+            evidence_hash=self.evidence_hash,
+            rejected=self.rejected,
+            utxo_commitment=muhash.digest(),
+            muhash=muhash,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BlockTemplate(BlockDraft):
+    """The contents of a block the proposer is about to build, with every header hash."""
+
+    utxo_commitment: bytes
+    muhash: MuHash3072
 
 
 def build_block_template(
@@ -472,6 +501,35 @@ def build_block_template(
     make_coinbase: Callable[[int, Sequence[tuple[bytes, int]]], Transaction],
     signatures_checked: bool = True,
 ) -> BlockTemplate:
+    """Return ``draft_block(...)`` finished with the UTXO commitment on top of *muhash*."""
+    draft = draft_block(
+        candidates,
+        ctx,
+        view,
+        rules,
+        proposer=proposer,
+        last_commit=last_commit,
+        evidence=evidence,
+        make_coinbase=make_coinbase,
+        signatures_checked=signatures_checked,
+    )
+    after = muhash.copy()
+    apply_changes(after, draft.changes)
+    return draft.finish(after)
+
+
+def draft_block(
+    candidates: Sequence[Transaction],
+    ctx: BlockContext,
+    view: UtxoView,
+    rules: LedgerRules,
+    *,
+    proposer: Validator,
+    last_commit: Commit | None,
+    evidence: Sequence[Evidence] = (),
+    make_coinbase: Callable[[int, Sequence[tuple[bytes, int]]], Transaction],
+    signatures_checked: bool = True,
+) -> BlockDraft:
     """Select *candidates* (in order) that are valid together and build the block contents.
 
     Each candidate is validated against the UTXO set as changed by those
@@ -533,15 +591,11 @@ def build_block_template(
     coinbase = make_coinbase(height, outputs)
     overlay.apply_tx(coinbase, height)
     txs = (coinbase, *chosen)
-    changes = overlay.changes()
-    digest, new_muhash = next_utxo_commitment(muhash, changes)
-    return BlockTemplate(
+    return BlockDraft(
         txs=txs,
         fees=fees,
         reward=reward,
-        changes=changes,
-        utxo_commitment=digest,
-        muhash=new_muhash,
+        changes=overlay.changes(),
         tx_root=merkle_root([t.txid for t in txs]),
         last_commit_hash=commit_hash(last_commit),
         validators_hash=validators_hash(ctx.validators),

@@ -29,14 +29,22 @@ from dataclasses import dataclass, replace
 from timecoin.consensus.proposer import ProposerPriorities
 from timecoin.core.block import (
     BlockContext,
+    BlockDraft,
     BlockResult,
     BlockTemplate,
-    build_block_template,
+    draft_block,
     validate_block,
 )
 from timecoin.core.errors import BadHeight, ConfigError, StorageError
 from timecoin.core.genesis import Genesis, genesis_changes, genesis_hash, genesis_validator_set
-from timecoin.core.muhash import MuHash3072, apply_changes
+from timecoin.core.muhash import (
+    MuHash3072,
+    Num,
+    apply_changes,
+    apply_products,
+    coin_elements,
+    elements_product,
+)
 from timecoin.core.params import ChainParams
 from timecoin.core.rules import LedgerRules
 from timecoin.core.types import (
@@ -92,6 +100,26 @@ class ProposedBlock:
     block: Block
     block_bytes: bytes
     result: BlockResult
+
+
+@dataclass(frozen=True, slots=True)
+class BlockInProgress:
+    """A block drafted on the tip named here, waiting for its UTXO commitment.
+
+    ``spent_elements`` and ``created_elements`` are the ``coin_element`` bytes of
+    the coins it spends and creates: ``elements_product`` of each is what the
+    commitment needs, computed by ``finish_block`` or handed to it.
+    """
+
+    draft: BlockDraft
+    height: int
+    tip_hash: bytes
+    proposer: bytes
+    now_ms: int
+    last_commit: Commit | None
+    evidence: tuple[DuplicateVoteEvidence, ...]
+    spent_elements: bytes
+    created_elements: bytes
 
 
 def _encode_sets(sets: Sequence[ValidatorSet], priorities: Sequence[int]) -> bytes:
@@ -269,44 +297,101 @@ class ChainState:
 
         *candidates* come from the mempool, whose admission verified their
         signatures. The result is validated like any received block before it
-        is returned, so this node never proposes an invalid block.
+        is returned, so this node never proposes an invalid block. The same as
+        ``draft_block`` then ``finish_block`` with the commitment computed here.
+        """
+        pending = self.draft_block(
+            proposer,
+            now_ms,
+            last_commit,
+            candidates,
+            evidence,
+            signatures_checked=signatures_checked,
+        )
+        return self.finish_block(pending)
+
+    def draft_block(
+        self,
+        proposer: bytes,
+        now_ms: int,
+        last_commit: Commit | None,
+        candidates: Sequence[Transaction],
+        evidence: Sequence[DuplicateVoteEvidence] = (),
+        *,
+        signatures_checked: bool = True,
+    ) -> BlockInProgress:
+        """Select the next block's transactions and build all of it but the UTXO commitment.
+
+        Cheap next to the commitment: the node computes that in its worker
+        processes while this thread admits transactions, then calls
+        ``finish_block`` (``docs/architecture.md``).
         """
         height = self.height + 1
-        params = self.params
         proposer_v = self._sets[height].get(proposer)
         if proposer_v is None:
             raise BadHeight(f"{proposer.hex()} is not a validator at height {height}")
-        t = build_block_template(
+        draft = draft_block(
             candidates,
             self._context(now_ms, proposer, evidence),
             self.store,
             self.rules,
-            self.muhash,
             proposer=proposer_v,
             last_commit=last_commit,
             evidence=evidence,
             make_coinbase=self._make_coinbase,
             signatures_checked=signatures_checked,
         )
+        return BlockInProgress(
+            draft=draft,
+            height=height,
+            tip_hash=self.tip_hash,
+            proposer=proposer,
+            now_ms=now_ms,
+            last_commit=last_commit,
+            evidence=tuple(evidence),
+            spent_elements=coin_elements(draft.changes.spent),
+            created_elements=coin_elements(draft.changes.created),
+        )
+
+    def finish_block(
+        self, pending: BlockInProgress, products: tuple[Num, Num] | None = None
+    ) -> ProposedBlock:
+        """Finish *pending* into a validated block: commitment, header, bytes, validation.
+
+        *products* are ``elements_product`` of its spent and created elements
+        if they were computed elsewhere; None computes them here. Raises
+        BadHeight if the tip moved since the draft (the block is stale).
+        """
+        if pending.height != self.height + 1 or pending.tip_hash != self.tip_hash:
+            raise BadHeight(f"block {pending.height} was drafted on a tip that is gone")
+        if products is None:
+            products = (
+                elements_product(pending.spent_elements),
+                elements_product(pending.created_elements),
+            )
+        after = self.muhash.copy()
+        apply_products(after, *products)
+        t = pending.draft.finish(after)
+        params = self.params
         header = BlockHeader(
             version=params.block_version,
             chain_id=params.chain_id,
-            height=height,
-            time_ms=max(now_ms, self.tip_time_ms + 1),
+            height=pending.height,
+            time_ms=max(pending.now_ms, self.tip_time_ms + 1),
             prev_block_hash=self.tip_hash,
             tx_root=t.tx_root,
             last_commit_hash=t.last_commit_hash,
             validators_hash=t.validators_hash,
             next_validators_hash=t.next_validators_hash,
             utxo_commitment=t.utxo_commitment,
-            proposer_address=proposer,
+            proposer_address=pending.proposer,
             evidence_hash=t.evidence_hash,
         )
-        block, block_bytes = make_block_bytes(header, t.txs, last_commit, evidence)
+        block, block_bytes = make_block_bytes(header, t.txs, pending.last_commit, pending.evidence)
         result = self.validate(
             block,
-            now_ms,
-            expected_proposer=proposer,
+            pending.now_ms,
+            expected_proposer=pending.proposer,
             signatures_checked=True,
             template=t,
         )

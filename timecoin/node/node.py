@@ -78,10 +78,10 @@ from timecoin.core.types import (
     VoteType,
 )
 from timecoin.core.validators import validator_updates
-from timecoin.node.chainstate import EVIDENCE_MAX_AGE, ChainState, ProposedBlock
+from timecoin.node.chainstate import EVIDENCE_MAX_AGE, BlockInProgress, ChainState, ProposedBlock
 from timecoin.node.executor import BACKGROUND, NORMAL, URGENT, PriorityExecutor
 from timecoin.node.logs import event
-from timecoin.node.sigprocs import SignatureProcesses, item_of
+from timecoin.node.workers import WorkerProcesses, item_of
 from timecoin.telemetry.tracing import current_carrier
 from timecoin.wire.codec import (
     decode_block,
@@ -139,7 +139,7 @@ class Node:
         engine_config: EngineConfig,
         signer: Any,
         verify_workers: int | None = None,
-        signature_processes: int = 0,
+        workers: WorkerProcesses | None = None,
         max_subscribers: int = 256,
         max_inbox: int = 20_000,
     ) -> None:
@@ -152,7 +152,9 @@ class Node:
         self._consensus = ThreadPoolExecutor(1, thread_name_prefix="timed-consensus")
         self._verify_workers = verify_workers or max(2, os.cpu_count() or 2)
         self._verify = ThreadPoolExecutor(self._verify_workers, thread_name_prefix="timed-verify")
-        self._sig_procs = SignatureProcesses(signature_processes) if signature_processes else None
+        self._workers = workers
+        """Worker processes for signature checks (None: the verify threads); the container
+        that made them stops them."""
         # Two inboxes for the engine: our own events (timers, built blocks) are
         # never dropped; events from peers are bounded and dropped when full.
         self._internal: deque[tuple[Event, bytes | None]] = deque()
@@ -273,8 +275,6 @@ class Node:
             self._db.shutdown(wait=True)
             self._consensus.shutdown(wait=True)
             self._verify.shutdown(wait=False, cancel_futures=True)
-            if self._sig_procs is not None:
-                self._sig_procs.close()
 
     def stop(self) -> None:
         """Ask ``run()`` to shut down."""
@@ -361,7 +361,7 @@ class Node:
                 self._timers.add(handle)
             case RequestValue(height, round_):
                 with self._span("block.propose", height=height, round=round_):
-                    proposed = await self.in_db(self._build, height, priority=URGENT)
+                    proposed = await self._propose(height)
                 if proposed is not None:
                     self._trace_txs(proposed.block, "tx.propose", round=round_)
                     self._candidates[proposed.block.hash] = proposed
@@ -388,7 +388,27 @@ class Node:
                     if self.byzantine_key is not None:
                         self._equivocate(vote)
 
-    def _build(self, height: int) -> ProposedBlock | None:
+    async def _propose(self, height: int) -> ProposedBlock | None:
+        """Build this node's block for *height* (None if the chain moved past it).
+
+        In three steps, so that the storage thread is not held while the block's
+        coins are hashed for the UTXO commitment (its most expensive part, about
+        20 us per transaction): draft it on the storage thread, hash the coins
+        in the worker processes (the storage thread admits transactions
+        meanwhile), finish it on the storage thread. Without workers the
+        commitment is computed in the last step.
+        """
+        pending = await self.in_db(self._draft, height, priority=URGENT)
+        if pending is None:
+            return None
+        products = None
+        if self._workers is not None:
+            products = await self._workers.products(
+                (pending.spent_elements, pending.created_elements)
+            )
+        return await self.in_db(self._finish, pending, products, priority=URGENT)
+
+    def _draft(self, height: int) -> BlockInProgress | None:
         if height != self.chain.height + 1 or self.address is None:
             return None
         candidates = self.mempool.select_for_block(
@@ -396,19 +416,31 @@ class Node:
         )
         evidence = tuple({evidence_element_hash(e): e for e in self._evidence}.values())
         try:
-            return self.chain.build_block(
+            return self.chain.draft_block(
                 self.address, now_ms(), self._last_commit, candidates, evidence
             )
         except TimecoinError as exc:
-            # Never stall the chain on a bad candidate: propose an empty block instead
-            # and say why, so the operator can see it.
-            log.error(
-                "block %d with %d candidates failed (%s); proposing it empty",
-                height,
-                len(candidates),
-                exc,
-            )
+            self._log_empty(height, len(candidates), exc)
+            return self.chain.draft_block(self.address, now_ms(), self._last_commit, [], ())
+
+    def _finish(
+        self, pending: BlockInProgress, products: tuple[Any, Any] | None
+    ) -> ProposedBlock | None:
+        if pending.height != self.chain.height + 1:
+            return None  # committed meanwhile (a peer's block arrived through sync)
+        try:
+            return self.chain.finish_block(pending, products)
+        except TimecoinError as exc:
+            self._log_empty(pending.height, len(pending.draft.txs) - 1, exc)
             return self.chain.build_block(self.address, now_ms(), self._last_commit, [], ())
+
+    @staticmethod
+    def _log_empty(height: int, candidates: int, exc: TimecoinError) -> None:
+        # Never stall the chain on a bad candidate: propose an empty block instead
+        # and say why, so the operator can see it.
+        log.error(
+            "block %d with %d candidates failed (%s); proposing it empty", height, candidates, exc
+        )
 
     async def _decide(self, height: int, block_hash: bytes, commit: Commit) -> None:
         proposed = self._candidates.get(block_hash)
@@ -1041,7 +1073,7 @@ class Node:
         the workers, and the rare failure again through ``check_signatures``
         for its exact reason.
         """
-        procs = self._sig_procs
+        procs = self._workers
         if procs is None:
             return await self._on_verify_threads(txs, self._precheck)
         now = now_ms()
