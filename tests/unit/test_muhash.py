@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from timecoin.core import muhash
 from timecoin.core.errors import DecodeError
 from timecoin.core.muhash import (
     BYTE_SIZE,
@@ -18,6 +19,7 @@ from timecoin.core.muhash import (
     chacha20_keystream_384,
     coin_element,
     element_to_num,
+    elements_product,
     mulmod,
     undo_changes,
 )
@@ -327,3 +329,24 @@ def test_apply_changes_rejects_impossible_fields(op: OutPoint, coin: Coin) -> No
         apply_changes(h, UtxoChanges(spent=(), created=((op, coin),)))
     with pytest.raises(ValueError):
         apply_changes(h, UtxoChanges(spent=((op, coin),), created=()))
+
+
+def test_elements_product_keystream_fast_path_equals_the_public_cipher(monkeypatch) -> None:
+    # elements_product re-keys one ChaCha20 object through cryptography's context
+    # constructor; with the pinned cryptography that path must be the one taken,
+    # and it must give exactly what the public Cipher API gives.
+    assert muhash._create_encryption_ctx is not None
+    elements = b"".join(coin_element(*_coin(i, coinbase=i % 3 == 0)) for i in range(40))
+    fast = elements_product(elements)
+    monkeypatch.setattr(muhash, "_create_encryption_ctx", None)
+    assert elements_product(elements) == fast
+    slow = MuHash3072()
+    for i in range(0, len(elements), COIN_ELEMENT_SIZE):
+        slow.insert(elements[i : i + COIN_ELEMENT_SIZE])
+    assert slow.serialize()[:BYTE_SIZE] == int(fast).to_bytes(BYTE_SIZE, "little")
+
+
+def test_elements_product_rejects_partial_elements() -> None:
+    with pytest.raises(ValueError):
+        elements_product(bytes(COIN_ELEMENT_SIZE + 1))
+    assert elements_product(b"") == 1

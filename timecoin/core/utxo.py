@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Protocol
 
 from timecoin.core.errors import DoubleSpend, MissingInput
@@ -54,6 +55,9 @@ undo_changes = invert_changes
 
 
 _new = tuple.__new__
+
+
+_outpoint_of = itemgetter(0)
 
 
 class UtxoOverlay:
@@ -124,13 +128,13 @@ class UtxoOverlay:
 
     def changes(self) -> UtxoChanges:
         """Net changes of this layer in a deterministic order (sorted by outpoint)."""
-        # (outpoint, coin) pairs sort by outpoint alone, in C: outpoints are
-        # unique keys, so a comparison never reaches the coins.
+        # Sorted by outpoint alone, in C: a key compares two outpoints once, where
+        # comparing the (outpoint, coin) pairs compares them twice (== then <).
         created_here, spent_here = self._created, self._spent
         spent = [item for item in spent_here.items() if item[0] not in created_here]
         created = [item for item in created_here.items() if item[0] not in spent_here]
-        spent.sort()
-        created.sort()
+        spent.sort(key=_outpoint_of)
+        created.sort(key=_outpoint_of)
         return UtxoChanges(spent=tuple(spent), created=tuple(created))
 
 
