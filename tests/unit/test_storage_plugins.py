@@ -93,12 +93,34 @@ def test_third_party_plugin_can_take_over_a_name(tmp_path: Path):
         ("leveldb", {"lru_cache": 1}, ConfigError),
         ("leveldb", {"bloom_filter_bits": "ten"}, ConfigError),
         ("leveldb", {"create_if_missing": "yes"}, ConfigError),
+        ("leveldb", {"compression": "zstd"}, ConfigError),
+        ("leveldb", {"max_file_size": -1}, ConfigError),
         ("memory", {"anything": 1}, ConfigError),
     ],
 )
 def test_bad_options_are_config_errors(tmp_path: Path, name, options, error):
     with pytest.raises(error):
         open_store(name, tmp_path / "db", options)
+
+
+def test_leveldb_reads_tables_written_with_the_other_compression(tmp_path: Path):
+    # Changing the option on an existing store is safe: every table block records
+    # its own compression. Enough data that the memtable flushes to tables.
+    from timecoin.storage.kv import WriteBatch
+
+    rows = {i.to_bytes(4, "big"): bytes([i % 251]) * 300 for i in range(4000)}
+    store = LevelDBStore(tmp_path / "db", compression="snappy", write_buffer_size=64 * 1024)
+    batch = WriteBatch()
+    for k, v in rows.items():
+        batch.put(k, v)
+    store.write(batch, sync=True)
+    store.close()
+    again = LevelDBStore(tmp_path / "db", compression="none", max_file_size=1 << 20)
+    try:
+        assert list(again.iterate()) == sorted(rows.items())
+    finally:
+        again.close()
+    assert any(p.suffix == ".ldb" for p in (tmp_path / "db").iterdir())
 
 
 def test_leveldb_missing_database_without_create_is_a_storage_error(tmp_path: Path):

@@ -16,6 +16,14 @@ Options (``[storage.options]`` in the node config):
     misses, tx-index misses) cost no disk seek. 0 disables it.
 ``write_buffer_size`` (int bytes, default 16 MiB)
     Memtable size before a flush to a sorted table.
+``compression`` (``"none"`` or ``"snappy"``, default ``"none"``)
+    Block compression of sorted tables. Off, as Bitcoin Core has it for its
+    chainstate: hashes, keys and signatures do not compress, and compacting a
+    busy devnet's store with Snappy took about a third of a core
+    (``bench/node.py``, 500 ms blocks). Tables written either way stay readable.
+``max_file_size`` (int bytes, default 32 MiB)
+    Target size of one sorted table (LevelDB's default is 2 MiB; Bitcoin Core
+    uses 32 MiB): fewer, larger files to open and compact.
 
 Closing the store while other threads still use it is not safe (LevelDB's
 rule); the async wrapper drains its executor first.
@@ -49,7 +57,10 @@ _DEFAULTS: dict[str, Any] = {
     "lru_cache_size": 64 * 1024 * 1024,
     "bloom_filter_bits": 10,
     "write_buffer_size": 16 * 1024 * 1024,
+    "compression": "none",
+    "max_file_size": 32 * 1024 * 1024,
 }
+_COMPRESSION = {"none": None, "snappy": "snappy"}
 
 # plyvel raises RuntimeError for use after close and plyvel.Error (an OSError
 # for I/O, CorruptionError, ...) for LevelDB failures; both become StorageError.
@@ -168,10 +179,15 @@ class LevelDBStore:
                 f"known: {', '.join(sorted(_DEFAULTS))}"
             )
         opts = {**_DEFAULTS, **options}
-        for key in ("lru_cache_size", "bloom_filter_bits", "write_buffer_size"):
+        for key in ("lru_cache_size", "bloom_filter_bits", "write_buffer_size", "max_file_size"):
             value = opts[key]
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"leveldb option {key} must be a non-negative integer")
+        if opts["compression"] not in _COMPRESSION:
+            raise ConfigError(
+                f"leveldb option compression must be one of {', '.join(_COMPRESSION)}, "
+                f"not {opts['compression']!r}"
+            )
         if not isinstance(opts["create_if_missing"], bool):
             raise ConfigError("leveldb option create_if_missing must be a boolean")
         self.path = Path(path)
@@ -184,6 +200,8 @@ class LevelDBStore:
                 lru_cache_size=opts["lru_cache_size"] or None,
                 bloom_filter_bits=opts["bloom_filter_bits"],
                 write_buffer_size=opts["write_buffer_size"] or None,
+                compression=_COMPRESSION[opts["compression"]],
+                max_file_size=opts["max_file_size"] or None,
             )
         except (plyvel.Error, OSError) as e:
             raise StorageError(f"cannot open leveldb at {self.path}: {e}") from e
