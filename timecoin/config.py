@@ -77,6 +77,10 @@ class StorageConfig(_Section):
     """Directory of the store, relative to the home directory."""
     options: dict[str, int | str | bool] = Field(default_factory=dict)
     """Backend-specific options (e.g. leveldb ``lru_cache_size``)."""
+    coins_cache_mb: int = Field(default=64, ge=0, le=1 << 20)
+    """Memory for recently read and created coins (Bitcoin Core's ``dbcache``, which
+    defaults to 450): a hit spares a store read, which also hands the interpreter
+    lock to the other threads and waits to get it back. 0 turns it off."""
 
 
 class P2PSection(_Section):

@@ -34,7 +34,7 @@ from timecoin.node.privval import FilePrivValidator
 from timecoin.node.workers import WorkerProcesses
 from timecoin.rules.manager import PluggyRules, build_plugin_manager
 from timecoin.storage.backends import open_store
-from timecoin.storage.chainstore import ChainStore
+from timecoin.storage.chainstore import UNSPENT_CACHE_ENTRY_BYTES, ChainStore
 from timecoin.storage.kv import KVStore
 
 PRIVVAL_STATE_FILE = "priv_validator_state.json"
@@ -83,6 +83,11 @@ def make_signer(config: NodeConfig, home: Path, chain_id: str) -> FilePrivValida
     key = read_key(resolve(home, config.validator_key_file))
     state = resolve(home, config.storage.path) / PRIVVAL_STATE_FILE
     return FilePrivValidator(key, chain_id, state)
+
+
+def coins_cache_entries(config: NodeConfig) -> int:
+    """Return how many coins ``[storage] coins_cache_mb`` holds."""
+    return config.storage.coins_cache_mb * 2**20 // UNSPENT_CACHE_ENTRY_BYTES
 
 
 def worker_count(config: NodeConfig) -> int:
@@ -134,7 +139,9 @@ class NodeContainer(containers.DeclarativeContainer):
 
     kv_store = providers.Resource(open_kv, config, home, plugin_manager)
     workers = providers.Resource(open_workers, config)
-    chain_store = providers.Singleton(ChainStore, kv_store)
+    chain_store = providers.Singleton(
+        ChainStore, kv_store, unspent_cache=providers.Callable(coins_cache_entries, config)
+    )
     chain_state = providers.Singleton(
         ChainState,
         params=params,

@@ -93,7 +93,11 @@ COIN_CACHE_ENTRIES = 1 << 16
 """Bound of the decoded-coin cache (about 10 MB when full)."""
 
 UNSPENT_CACHE_ENTRIES = 1 << 16
-"""Default bound of ``ChainStore``'s outpoint -> coin cache (about 20 MB when full)."""
+"""Default bound of ``ChainStore``'s outpoint -> coin cache (about 23 MB when full)."""
+
+UNSPENT_CACHE_ENTRY_BYTES = 350
+"""Memory of one entry of that cache: outpoint, coin, their bytes and the dict slot
+(346 bytes measured with tracemalloc for coins of distinct transactions)."""
 
 _pack_u32 = U32.pack
 _unpack_coin = COIN.unpack
