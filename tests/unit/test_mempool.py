@@ -625,7 +625,7 @@ def test_concurrent_adds_from_threads_keep_invariants():
     assert pool.size_bytes == sum(e.size for e in entries)
 
 
-def test_precheck_rejects_cheaply_and_records():
+def test_precheck_rejects_cheaply_and_reject_records():
     view = _Coins()
     calls = []
 
@@ -635,17 +635,26 @@ def test_precheck_rejects_cheaply_and_records():
 
     pool = _pool(validate=validate)
     first = _fake([_op(1)], fee=1_000)
-    pool.precheck(first, NOW)  # passes: nothing pending yet
+    pool.precheck(first)  # passes: nothing pending yet
     pool.add(first, view, H, NOW)
     rival = _fake([_op(1)], fee=9_000)
-    with pytest.raises(err.DoubleSpend):
-        pool.precheck(rival, NOW)
-    with pytest.raises(err.AlreadyKnown):
-        pool.precheck(first, NOW)
-    with pytest.raises(err.BadCoinbase):
-        pool.precheck(_fake([], fee=0), NOW)
+    coinbase = _fake([], fee=0)
+    raised = []
+    for tx, kind in (
+        (rival, err.DoubleSpend),
+        (first, err.AlreadyKnown),
+        (coinbase, err.BadCoinbase),
+    ):
+        with pytest.raises(kind) as info:
+            pool.precheck(tx)
+        raised.append((tx, info.value))
     assert calls == [first.txid]  # no validation spent on rejected ones
+    # precheck runs off the pool's lock and records nothing; the caller reports.
+    assert pool.stats().rejections == {} and pool.status(rival.txid).reason is None
+    for tx, exc in raised:
+        pool.reject(tx, exc, NOW)
     assert pool.status(rival.txid).reason is R.DOUBLE_SPEND
+    assert pool.get(first.txid) is not None  # a pending tx's duplicate is only counted
     assert pool.stats().rejections == {R.DOUBLE_SPEND: 1, R.ALREADY_KNOWN: 1, R.BAD_COINBASE: 1}
 
 

@@ -446,30 +446,33 @@ class Mempool:
 
     # --- admission ------------------------------------------------------------
 
-    def precheck(self, tx: Transaction, now_ms: int) -> None:
+    def precheck(self, tx: Transaction) -> None:
         """Run the cheap admission checks that need no UTXO view and no signature.
 
         Raises AlreadyKnown, BadCoinbase, Oversized, MissingInput (spends a
         pending output), DoubleSpend (an input is spent by a pending tx) or
-        BadPayload (operator registration already pending); rejections are
-        recorded and counted as in ``add``. The node calls it before spending
-        CPU on signatures; ``add`` runs the same checks again under the lock.
+        BadPayload (operator registration already pending). The node calls it
+        on the event loop before spending CPU on signatures, so it takes no
+        lock and changes nothing: the storage thread holds the pool's lock
+        while it admits a batch, and waiting for it here stalled the loop (and
+        handed the interpreter lock back and forth) for every transaction. It
+        only reads the pool's dicts, one atomic lookup at a time; an answer
+        made stale by a concurrent add is harmless because ``add`` runs the
+        same checks again under the lock. Nothing is recorded: the caller
+        passes a rejection to ``reject``.
         """
-        with self._lock:
-            try:
-                self._check_known(tx)
-                self._check_cheap(tx)
-            except TimecoinError as exc:
-                self._note_rejection(tx, exc, now_ms)
-                raise
+        self._check_known(tx, touch=False)
+        self._check_cheap(tx)
 
     def reject(self, tx: Transaction, exc: TimecoinError, now_ms: int) -> None:
-        """Record a rejection found outside the pool (e.g. a signature batch) for status/stats."""
+        """Record a rejection found outside the pool (precheck, signatures) for status/stats.
+
+        AlreadyKnown is only counted; any other reason is also remembered
+        unless the transaction is pending (a rival copy must not mark it).
+        """
         with self._lock:
-            if tx.txid in self._entries:
-                return
-            self._rejections[exc.reason] += 1
-            self._record_rejection(tx, exc, now_ms)
+            if isinstance(exc, AlreadyKnown) or tx.txid not in self._entries:
+                self._note_rejection(tx, exc, now_ms)
 
     def _note_rejection(self, tx: Transaction, exc: TimecoinError, now_ms: int) -> None:
         """Count a rejection and remember it (AlreadyKnown: count only)."""
@@ -479,7 +482,11 @@ class Mempool:
         self._rejections[exc.reason] += 1
         self._record_rejection(tx, exc, now_ms)
 
-    def _check_known(self, tx: Transaction) -> None:
+    def _check_known(self, tx: Transaction, *, touch: bool = True) -> None:
+        """Raise AlreadyKnown for a pending, committed or blocking rejected *tx*.
+
+        *touch* refreshes the rejection's place in its LRU (only under the lock).
+        """
         txid = tx.txid
         if txid in self._entries:
             raise AlreadyKnown(f"{txid.hex()} is already in the mempool", txid=txid)
@@ -488,7 +495,8 @@ class Mempool:
             raise AlreadyKnown(f"{txid.hex()} was committed at height {height}", height=height)
         rej = self._rejected.get(txid)
         if rej is not None and self._blocks(rej, tx):
-            self._rejected.move_to_end(txid)
+            if touch:
+                self._rejected.move_to_end(txid)
             raise AlreadyKnown(
                 f"{txid.hex()} was {rej.kind.value}: {rej.reason.name}: {rej.message}",
                 prior_reason=rej.reason,

@@ -57,7 +57,6 @@ from timecoin.core.commit import (
     verify_duplicate_vote_evidence,
 )
 from timecoin.core.errors import (
-    AlreadyKnown,
     BadHeader,
     BadHeight,
     BadSignature,
@@ -1098,7 +1097,7 @@ class Node:
     def _cheap_checks(self, tx: Transaction, now: int) -> TimecoinError | None:
         """Run the pool's precheck and the stateless checks: everything but signatures."""
         try:
-            self.mempool.precheck(tx, now)
+            self.mempool.precheck(tx)
             validate_transaction_stateless(tx, self.params)
         except TimecoinError as exc:
             return exc
@@ -1134,8 +1133,7 @@ class Node:
                 except TimecoinError as exc:
                     err = exc
             if err is not None:
-                if not isinstance(err, AlreadyKnown):
-                    self.mempool.reject(tx, err, now)  # remembered for status and dedup
+                self.mempool.reject(tx, err, now)  # counted; remembered for status and dedup
                 out.append(err)
             else:
                 try:
