@@ -300,6 +300,14 @@ def test_unknown_fields_rejected_everywhere() -> None:
         codec.decode_transaction(codec.encode_transaction(t) + UNKNOWN, NET)
     with pytest.raises(NonCanonical):
         codec.make_transaction(t.body_bytes + UNKNOWN, [sig(0), sig(1)], NET)
+    # A message grpc already parsed (the submit path) is held to the same rules.
+    parsed_tx = pb.Transaction.FromString(codec.encode_transaction(t) + UNKNOWN)
+    with pytest.raises(NonCanonical):
+        codec.decode_transaction(parsed_tx, NET)
+    clean = pb.Transaction.FromString(codec.encode_transaction(t))
+    assert codec.decode_transaction(clean, NET) == t
+    with pytest.raises(Oversized):
+        codec.decode_transaction(clean, NET, max_size=clean.ByteSize() - 1)
     # Nested: inside inputs[0].prev_out.
     m = _body_msg()
     op = m.inputs[0].prev_out.SerializeToString() + UNKNOWN

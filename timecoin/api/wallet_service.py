@@ -117,25 +117,28 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
     async def _submit_batch(
         self, msgs: Sequence[types_pb2.Transaction]
     ) -> wallet_pb2.SubmitTransactionStreamResponse:
-        results: list[wallet_pb2.SubmitResult] = []
+        # Results are built in place in the response (no copy per transaction).
+        response = wallet_pb2.SubmitTransactionStreamResponse()
+        add = response.results.add
         decoded: list[Transaction] = []
         slots: list[int] = []
-        for msg in msgs:
+        for n, msg in enumerate(msgs):
             try:
                 tx = self._decode(msg)
             except TimecoinError as err:
                 txid = hashlib.sha256(msg.body_bytes).digest() if msg.body_bytes else b""
-                results.append(wallet_pb2.SubmitResult(txid=txid, rejection=rejection_to_pb(err)))
+                add(txid=txid, rejection=rejection_to_pb(err))
                 continue
-            slots.append(len(results))
-            results.append(wallet_pb2.SubmitResult(txid=tx.txid))
+            slots.append(n)
+            add(txid=tx.txid)
             decoded.append(tx)
         if decoded:
             outcome = await self._backend.submit(decoded)
+            results = response.results
             for i, rejected in zip(slots, outcome, strict=True):
                 if rejected is not None:
                     results[i].rejection.CopyFrom(rejection_to_pb(rejected))
-        return wallet_pb2.SubmitTransactionStreamResponse(results=results)
+        return response
 
     @guard_unary
     async def EstimateFee(  # noqa: N802

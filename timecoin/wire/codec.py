@@ -312,8 +312,12 @@ def _transaction_from_pb(
     network: Network,
     *,
     limits: Limits = DEFAULT_LIMITS,
+    size: int | None = None,
 ) -> Transaction:
-    """Convert a parsed, size-checked Transaction message; the body is parsed from its bytes."""
+    """Convert a parsed, size-checked Transaction message; the body is parsed from its bytes.
+
+    *size* is ``msg.ByteSize()`` if the caller has it already.
+    """
     _count(msg.signatures, limits.max_inputs, "signatures", Reason.TOO_MANY_ITEMS)
     signatures = tuple(msg.signatures)  # repeated bytes: already immutable bytes
     for n, s in enumerate(signatures):
@@ -328,7 +332,7 @@ def _transaction_from_pb(
         signatures=signatures,
         body=body,
         txid=hashlib.sha256(body_bytes).digest(),
-        size=msg.ByteSize(),
+        size=msg.ByteSize() if size is None else size,
     )
 
 
@@ -344,8 +348,21 @@ def decode_transaction(
     *max_size* defaults to ``limits.max_tx_bytes``. txid = SHA-256(body_bytes).
     """
     limit = limits.max_tx_bytes if max_size is None else max_size
+    if _TX_FLAT and isinstance(data, pb.Transaction):
+        # The submit path: grpc parsed it. With no message-typed field, unknown
+        # fields can only sit at the top, so ``_reject_unknown``'s walk is one
+        # lookup here, and the size is computed once for the limit and the tx.
+        size = data.ByteSize()
+        _check_size(size, limit, "transaction")
+        if len(UnknownFieldSet(data)):
+            raise NonCanonical("transaction: unknown fields in Transaction")
+        return _transaction_from_pb(data, network, limits=limits, size=size)
     msg = _accept(pb.Transaction, data, limit, "transaction")
     return _transaction_from_pb(msg, network, limits=limits)
+
+
+_TX_FLAT = all(f.type != f.TYPE_MESSAGE for f in pb.Transaction.DESCRIPTOR.fields)
+"""The Transaction envelope holds only bytes fields (body and signatures)."""
 
 
 def make_transaction(
