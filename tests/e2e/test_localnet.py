@@ -396,10 +396,13 @@ async def test_one_trace_follows_a_transaction_across_three_validators(localnet)
 
             spans = await collector.wait_for(all_three, timeout_s=30)
             in_trace = [s for s in spans if s.trace_id == trace_id]
-            # every node admitted it from gossip or the API and saw it final, under one trace
+            # Every node saw it final under one trace. node1 admitted it from the API;
+            # the others from gossip, or only from the block when the proposal got there
+            # first: the proposal carries the trace contexts of its transactions.
             for node in ("node1", "node2", "node3"):
                 names = {s.name for s in in_trace if s.service == node}
-                assert {"tx.admit", "tx.final"} <= names, (node, names)
+                assert "tx.final" in names, (node, names)
+            assert "tx.admit" in {s.name for s in in_trace if s.service == "node1"}
             # a proposer proposed it, another validator validated the block holding it, and
             # nodes that took part in the decision record the precommit quorum (a node that
             # caught up by sync applies the block without voting on it)

@@ -161,3 +161,49 @@ def test_accepted_txs_are_relayed_in_one_gather(dev_home):
         ]
     finally:
         c.shutdown_resources()
+
+
+def test_a_proposals_transaction_trace_contexts_are_taken_within_bounds(dev_home):
+    from timecoin._proto.types.v1 import types_pb2
+    from timecoin.core.genesis import genesis_hash
+    from timecoin.core.types import OutPoint
+    from timecoin.txbuilder import build_transfer
+
+    chain = open_chain(dev_home)
+    coin = OutPoint(genesis_hash(dev_home.genesis), 0)
+    amount = chain.store.get_coin(coin).amount
+    pay = build_transfer(
+        dev_home.params,
+        dev_home.wallet,
+        [coin],
+        [(b"\x01" * 20, 10**8), (dev_home.wallet.address_payload, amount - 10**8 - 10_000)],
+    )
+    p, _ = produce(chain, dev_home, [pay])
+    chain.store.close()
+    c, node = _node(dev_home)
+    try:
+        parent = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+
+        def trace(txid, traceparent=parent, tracestate=""):
+            return types_pb2.TxTrace(
+                txid=txid,
+                trace=types_pb2.TraceContext(traceparent=traceparent, tracestate=tracestate),
+            )
+
+        coinbase = p.block.txs[0].txid
+        node._tx_traces[coinbase] = {"traceparent": "kept", "tracestate": ""}
+        node._adopt_tx_traces(
+            p.block,
+            [
+                trace(b"\x09" * 32),  # not a transaction of this block
+                trace(pay.txid, traceparent="0" * 129),  # longer than any traceparent
+                trace(pay.txid, tracestate="x" * 513),  # longer than W3C allows
+                trace(coinbase, traceparent=parent),  # already traced here: kept
+                trace(pay.txid),  # beyond one entry per transaction of the block
+            ],
+        )
+        assert node._tx_traces == {coinbase: {"traceparent": "kept", "tracestate": ""}}
+        node._adopt_tx_traces(p.block, [trace(pay.txid, tracestate="k=v")])
+        assert node._tx_traces[pay.txid] == {"traceparent": parent, "tracestate": "k=v"}
+    finally:
+        c.shutdown_resources()

@@ -107,6 +107,10 @@ _MAX_OWN_VOTES = 64
 _PROPOSAL_RESEND_TICKS = 4
 """A proposal (with its block, up to 2 MB) is re-sent every 4th gossip tick only."""
 _MAX_TRACED_TXS = 100_000
+_MAX_TRACEPARENT = 128
+"""A W3C traceparent is 55 characters (version 00); longer ones from peers are skipped."""
+_MAX_TRACESTATE = 512
+"""The W3C limit on tracestate."""
 _RELAY_BATCH = 200
 """Transactions per gossip message (below the peer layer's per-batch cap)."""
 _RELAY_DELAY_S = 0.02
@@ -740,6 +744,19 @@ class Node:
                 # Validators continue this trace when they validate the block.
                 msg.trace.traceparent = carrier.get("traceparent", "")
                 msg.trace.tracestate = carrier.get("tracestate", "")
+            if self._tx_traces:
+                # The block may reach a validator before a transaction's gossip does.
+                add = msg.proposal.tx_traces.add
+                for tx in cand.block.txs:
+                    c = self._tx_traces.get(tx.txid)
+                    if c is not None:
+                        add(
+                            txid=tx.txid,
+                            trace=types_pb2.TraceContext(
+                                traceparent=c.get("traceparent", ""),
+                                tracestate=c.get("tracestate", ""),
+                            ),
+                        )
             cached = self._proposal_msg = (proposal, msg)
         if peer_id is None:
             self._broadcast(cached[1])
@@ -897,6 +914,8 @@ class Node:
                         "traceparent": msg.trace.traceparent,
                         "tracestate": msg.trace.tracestate,
                     }
+                if self.tracing is not None and msg.proposal.tx_traces:
+                    self._adopt_tx_traces(block, msg.proposal.tx_traces)
             self.feed_from_peer(ProposalReceived(proposal), pid)
             if proposal.block_hash in self._pending_validation:
                 self._pending_validation.discard(proposal.block_hash)
@@ -907,6 +926,26 @@ class Node:
             self._answer_vote_request(pid, msg.vote_set_request.height, msg.vote_set_request.round)
         elif kind == "evidence":
             await self.on_evidence(peer, msg.evidence)
+
+    def _adopt_tx_traces(self, block: Block, traces: Sequence[Any]) -> None:
+        """Take the trace contexts a proposal carries for transactions of its *block*.
+
+        Bounded before it is trusted: at most one entry per transaction of the
+        block, only for its own txids, W3C-sized strings (else skipped), and
+        the table of traced transactions keeps its bound. A context this node
+        already has (from the transaction's gossip or its API) is kept.
+        """
+        txids = {tx.txid for tx in block.txs}
+        table = self._tx_traces
+        for t in traces[: len(block.txs)]:
+            parent, state = t.trace.traceparent, t.trace.tracestate
+            if t.txid not in txids or t.txid in table:
+                continue
+            if not parent or len(parent) > _MAX_TRACEPARENT or len(state) > _MAX_TRACESTATE:
+                continue
+            table[t.txid] = {"traceparent": parent, "tracestate": state}
+        while len(table) > _MAX_TRACED_TXS:
+            table.popitem(last=False)
 
     def _note_height(self, peer_id: bytes, committed: int) -> None:
         if self.network is not None and committed > 0:

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from timecoin._proto.types.v1 import types_pb2 as timecoin_dot_types_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%timecoin/consensus/v1/consensus.proto\x12\x15timecoin.consensus.v1\x1a\x1dtimecoin/types/v1/types.proto\"8\n\tRoundStep\x12\x0e\n\x06height\x18\x01 \x01(\x04\x12\r\n\x05round\x18\x02 \x01(\r\x12\x0c\n\x04step\x18\x03 \x01(\r\"i\n\x0fProposalMessage\x12-\n\x08proposal\x18\x01 \x01(\x0b\x32\x1b.timecoin.types.v1.Proposal\x12\'\n\x05\x62lock\x18\x02 \x01(\x0b\x32\x18.timecoin.types.v1.Block\"/\n\x0eVoteSetRequest\x12\x0e\n\x06height\x18\x01 \x01(\x04\x12\r\n\x05round\x18\x02 \x01(\r\"\xdb\x02\n\x10\x43onsensusMessage\x12:\n\x08proposal\x18\x01 \x01(\x0b\x32&.timecoin.consensus.v1.ProposalMessageH\x00\x12\'\n\x04vote\x18\x02 \x01(\x0b\x32\x17.timecoin.types.v1.VoteH\x00\x12\x36\n\nround_step\x18\x03 \x01(\x0b\x32 .timecoin.consensus.v1.RoundStepH\x00\x12\x41\n\x10vote_set_request\x18\x04 \x01(\x0b\x32%.timecoin.consensus.v1.VoteSetRequestH\x00\x12/\n\x08\x65vidence\x18\x05 \x01(\x0b\x32\x1b.timecoin.types.v1.EvidenceH\x00\x12.\n\x05trace\x18\x0f \x01(\x0b\x32\x1f.timecoin.types.v1.TraceContextB\x06\n\x04kind\"K\n\x0f\x45xchangeRequest\x12\x38\n\x07message\x18\x01 \x01(\x0b\x32\'.timecoin.consensus.v1.ConsensusMessage\"L\n\x10\x45xchangeResponse\x12\x38\n\x07message\x18\x01 \x01(\x0b\x32\'.timecoin.consensus.v1.ConsensusMessage2s\n\x10\x43onsensusService\x12_\n\x08\x45xchange\x12&.timecoin.consensus.v1.ExchangeRequest\x1a\'.timecoin.consensus.v1.ExchangeResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%timecoin/consensus/v1/consensus.proto\x12\x15timecoin.consensus.v1\x1a\x1dtimecoin/types/v1/types.proto\"8\n\tRoundStep\x12\x0e\n\x06height\x18\x01 \x01(\x04\x12\r\n\x05round\x18\x02 \x01(\r\x12\x0c\n\x04step\x18\x03 \x01(\r\"\x98\x01\n\x0fProposalMessage\x12-\n\x08proposal\x18\x01 \x01(\x0b\x32\x1b.timecoin.types.v1.Proposal\x12\'\n\x05\x62lock\x18\x02 \x01(\x0b\x32\x18.timecoin.types.v1.Block\x12-\n\ttx_traces\x18\x03 \x03(\x0b\x32\x1a.timecoin.types.v1.TxTrace\"/\n\x0eVoteSetRequest\x12\x0e\n\x06height\x18\x01 \x01(\x04\x12\r\n\x05round\x18\x02 \x01(\r\"\xdb\x02\n\x10\x43onsensusMessage\x12:\n\x08proposal\x18\x01 \x01(\x0b\x32&.timecoin.consensus.v1.ProposalMessageH\x00\x12\'\n\x04vote\x18\x02 \x01(\x0b\x32\x17.timecoin.types.v1.VoteH\x00\x12\x36\n\nround_step\x18\x03 \x01(\x0b\x32 .timecoin.consensus.v1.RoundStepH\x00\x12\x41\n\x10vote_set_request\x18\x04 \x01(\x0b\x32%.timecoin.consensus.v1.VoteSetRequestH\x00\x12/\n\x08\x65vidence\x18\x05 \x01(\x0b\x32\x1b.timecoin.types.v1.EvidenceH\x00\x12.\n\x05trace\x18\x0f \x01(\x0b\x32\x1f.timecoin.types.v1.TraceContextB\x06\n\x04kind\"K\n\x0f\x45xchangeRequest\x12\x38\n\x07message\x18\x01 \x01(\x0b\x32\'.timecoin.consensus.v1.ConsensusMessage\"L\n\x10\x45xchangeResponse\x12\x38\n\x07message\x18\x01 \x01(\x0b\x32\'.timecoin.consensus.v1.ConsensusMessage2s\n\x10\x43onsensusService\x12_\n\x08\x45xchange\x12&.timecoin.consensus.v1.ExchangeRequest\x1a\'.timecoin.consensus.v1.ExchangeResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,16 +35,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ROUNDSTEP']._serialized_start=95
   _globals['_ROUNDSTEP']._serialized_end=151
-  _globals['_PROPOSALMESSAGE']._serialized_start=153
-  _globals['_PROPOSALMESSAGE']._serialized_end=258
-  _globals['_VOTESETREQUEST']._serialized_start=260
-  _globals['_VOTESETREQUEST']._serialized_end=307
-  _globals['_CONSENSUSMESSAGE']._serialized_start=310
-  _globals['_CONSENSUSMESSAGE']._serialized_end=657
-  _globals['_EXCHANGEREQUEST']._serialized_start=659
-  _globals['_EXCHANGEREQUEST']._serialized_end=734
-  _globals['_EXCHANGERESPONSE']._serialized_start=736
-  _globals['_EXCHANGERESPONSE']._serialized_end=812
-  _globals['_CONSENSUSSERVICE']._serialized_start=814
-  _globals['_CONSENSUSSERVICE']._serialized_end=929
+  _globals['_PROPOSALMESSAGE']._serialized_start=154
+  _globals['_PROPOSALMESSAGE']._serialized_end=306
+  _globals['_VOTESETREQUEST']._serialized_start=308
+  _globals['_VOTESETREQUEST']._serialized_end=355
+  _globals['_CONSENSUSMESSAGE']._serialized_start=358
+  _globals['_CONSENSUSMESSAGE']._serialized_end=705
+  _globals['_EXCHANGEREQUEST']._serialized_start=707
+  _globals['_EXCHANGEREQUEST']._serialized_end=782
+  _globals['_EXCHANGERESPONSE']._serialized_start=784
+  _globals['_EXCHANGERESPONSE']._serialized_end=860
+  _globals['_CONSENSUSSERVICE']._serialized_start=862
+  _globals['_CONSENSUSSERVICE']._serialized_end=977
 # @@protoc_insertion_point(module_scope)

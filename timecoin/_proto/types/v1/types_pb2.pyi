@@ -346,3 +346,11 @@ class TraceContext(_message.Message):
     traceparent: str
     tracestate: str
     def __init__(self, traceparent: _Optional[str] = ..., tracestate: _Optional[str] = ...) -> None: ...
+
+class TxTrace(_message.Message):
+    __slots__ = ("txid", "trace")
+    TXID_FIELD_NUMBER: _ClassVar[int]
+    TRACE_FIELD_NUMBER: _ClassVar[int]
+    txid: bytes
+    trace: TraceContext
+    def __init__(self, txid: _Optional[bytes] = ..., trace: _Optional[_Union[TraceContext, _Mapping]] = ...) -> None: ...
