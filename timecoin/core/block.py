@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from timecoin.core.commit import (
     commit_hash,
@@ -465,16 +465,7 @@ class BlockDraft:
     def finish(self, muhash: MuHash3072) -> BlockTemplate:
         """Return the template whose state after the block is *muhash* (parent + ``changes``)."""
         return BlockTemplate(
-            txs=self.txs,
-            fees=self.fees,
-            reward=self.reward,
-            changes=self.changes,
-            tx_root=self.tx_root,
-            last_commit_hash=self.last_commit_hash,
-            validators_hash=self.validators_hash,
-            next_validators_hash=self.next_validators_hash,
-            evidence_hash=self.evidence_hash,
-            rejected=self.rejected,
+            **{f.name: getattr(self, f.name) for f in fields(BlockDraft)},
             utxo_commitment=muhash.digest(),
             muhash=muhash,
         )

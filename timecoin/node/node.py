@@ -156,8 +156,8 @@ class Node:
         self._verify_workers = verify_workers or max(2, os.cpu_count() or 2)
         self._verify = ThreadPoolExecutor(self._verify_workers, thread_name_prefix="timed-verify")
         self._workers = workers
-        """Worker processes for signature checks (None: the verify threads); the container
-        that made them stops them."""
+        """Worker processes for signature checks and block hashing (None: the verify threads
+        and the storage thread); the container that made them stops them."""
         # Two inboxes for the engine: our own events (timers, built blocks) are
         # never dropped; events from peers are bounded and dropped when full.
         self._internal: deque[tuple[Event, bytes | None]] = deque()
@@ -1114,12 +1114,11 @@ class Node:
         procs = self._workers
         if procs is None:
             return await self._on_verify_threads(txs, self._precheck)
-        now = now_ms()
         chain_id = self.params.chain_id
         pre: list[TimecoinError | None] = []
         todo: list[int] = []
         for i, tx in enumerate(txs):
-            err = self._cheap_checks(tx, now)
+            err = self._cheap_checks(tx)
             pre.append(err)
             if err is None:
                 todo.append(i)
@@ -1133,7 +1132,7 @@ class Node:
             pre[i] = err
         return pre
 
-    def _cheap_checks(self, tx: Transaction, now: int) -> TimecoinError | None:
+    def _cheap_checks(self, tx: Transaction) -> TimecoinError | None:
         """Run the pool's precheck and the stateless checks: everything but signatures."""
         try:
             self.mempool.precheck(tx)
@@ -1155,7 +1154,7 @@ class Node:
         The pool's own precheck (already known, conflicting, oversized) runs
         first so a resubmitted or conflicting transaction costs no ECDSA work.
         """
-        return self._cheap_checks(tx, now_ms()) or self._signature_error(tx)
+        return self._cheap_checks(tx) or self._signature_error(tx)
 
     def _admit(
         self, txs: Sequence[Transaction], pre: Sequence[TimecoinError | None]

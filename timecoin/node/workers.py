@@ -184,31 +184,23 @@ class WorkerProcesses:
         pool = self._executor(hashing=True)
         if pool is None:
             return None
-        loop = asyncio.get_running_loop()
         per = -(-sum(len(p) for p in parts) // size // self.workers) * size
+        jobs = [
+            (n, part[i : i + per]) for n, part in enumerate(parts) for i in range(0, len(part), per)
+        ]
+        loop = asyncio.get_running_loop()
         try:
-            chunked = [
-                await asyncio.gather(
-                    *(
-                        loop.run_in_executor(pool, elements_product, part[i : i + per])
-                        for i in range(0, len(part), per)
-                    )
-                )
-                if part
-                else [elements_product(b"")]
-                for part in parts
-            ]
+            results = await asyncio.gather(
+                *(loop.run_in_executor(pool, elements_product, chunk) for _, chunk in jobs)
+            )
         except BrokenProcessPool:
             self._mark_broken()
             return None
         except RuntimeError:  # closed meanwhile (shutdown): no new work is scheduled
             return None
-        out = []
-        for chunks in chunked:
-            acc = chunks[0]
-            for c in chunks[1:]:
-                acc = mulmod(acc, c)
-            out.append(acc)
+        out: list[Num] = [1] * len(parts)  # an empty part multiplies by one
+        for (n, _), product in zip(jobs, results, strict=True):
+            out[n] = mulmod(out[n], product)
         return out
 
     def close(self) -> None:
