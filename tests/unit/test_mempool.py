@@ -658,6 +658,40 @@ def test_precheck_rejects_cheaply_and_reject_records():
     assert pool.stats().rejections == {R.DOUBLE_SPEND: 1, R.ALREADY_KNOWN: 1, R.BAD_COINBASE: 1}
 
 
+def test_precheck_does_not_wait_for_an_admitting_thread():
+    import threading
+
+    pool = _pool(validate=lambda tx, view, height: 1_000)
+    pool.add(_fake([_op(1)], fee=1_000), _Coins(), H, NOW)
+    rival = _fake([_op(1)], fee=9_000)
+    held, release = threading.Event(), threading.Event()
+
+    def admitting() -> None:  # the storage thread, in the middle of a batch
+        with pool._lock:
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=admitting)
+    t.start()
+    try:
+        assert held.wait(5)
+        outcome = []
+
+        def check() -> None:
+            try:
+                pool.precheck(rival)
+            except err.DoubleSpend as exc:
+                outcome.append(exc)
+
+        loop_side = threading.Thread(target=check)
+        loop_side.start()
+        loop_side.join(5)
+        assert not loop_side.is_alive() and len(outcome) == 1
+    finally:
+        release.set()
+        t.join()
+
+
 def test_from_config():
     from timecoin.config import MempoolConfig
 

@@ -123,6 +123,25 @@ def test_leveldb_reads_tables_written_with_the_other_compression(tmp_path: Path)
     assert any(p.suffix == ".ldb" for p in (tmp_path / "db").iterdir())
 
 
+def test_leveldb_tables_are_uncompressed_unless_snappy_is_asked_for(tmp_path: Path):
+    from timecoin.storage.kv import WriteBatch
+
+    rows = {i.to_bytes(4, "big"): bytes([i % 251]) * 300 for i in range(4000)}
+
+    def table_bytes(name: str, **options: object) -> int:
+        store = LevelDBStore(tmp_path / name, write_buffer_size=64 * 1024, **options)
+        batch = WriteBatch()
+        for k, v in rows.items():
+            batch.put(k, v)
+        store.write(batch, sync=True)
+        store.close()
+        LevelDBStore(tmp_path / name, **options).close()  # reopening flushes the log to tables
+        return sum(p.stat().st_size for p in (tmp_path / name).iterdir() if p.suffix == ".ldb")
+
+    plain, snappy = table_bytes("default"), table_bytes("snappy", compression="snappy")
+    assert plain > 300 * 4000 > 5 * snappy  # these rows compress well; the default keeps them
+
+
 def test_leveldb_missing_database_without_create_is_a_storage_error(tmp_path: Path):
     with pytest.raises(StorageError):
         LevelDBStore(tmp_path / "absent", create_if_missing=False)
