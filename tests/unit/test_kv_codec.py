@@ -12,6 +12,7 @@ from timecoin.core.utxo import UtxoChanges
 from timecoin.storage.codec import (
     COIN_LEN,
     UndoRecord,
+    coin_records,
     decode_coin,
     decode_height,
     decode_outpoint,
@@ -59,6 +60,33 @@ def test_outpoint_round_trip_and_order(op: OutPoint):
 def test_height_keys_sort_numerically(a: int, b: int):
     assert (encode_height(a) < encode_height(b)) == (a < b)
     assert decode_height(encode_height(a)) == a
+
+
+@given(coin_lists)
+def test_coin_records_are_the_outpoint_then_the_coin(items):
+    assert coin_records(items) == [encode_outpoint(op) + encode_coin(c) for op, c in items]
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        (OutPoint(b"\x01" * 31, 0), Coin(1, b"\x02" * 20, 1, False)),  # short txid
+        (OutPoint(b"\x01" * 32, 0), Coin(1, b"\x02" * 21, 1, False)),  # long pubkey hash
+        (OutPoint(b"\x01" * 32, 2**32), Coin(1, b"\x02" * 20, 1, False)),  # index > u32
+        (OutPoint(b"\x01" * 32, 0), Coin(-1, b"\x02" * 20, 1, False)),  # negative amount
+    ],
+)
+def test_coin_records_refuse_what_the_fixed_layout_cannot_hold(item):
+    with pytest.raises(StorageError):
+        coin_records([item])
+
+
+@given(undo_records)
+def test_undo_with_the_callers_records_is_the_same_bytes(record: UndoRecord):
+    ch = record.changes
+    assert encode_undo(record, (coin_records(ch.spent), coin_records(ch.created))) == (
+        encode_undo(record)
+    )
 
 
 @given(undo_records)

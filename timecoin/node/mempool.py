@@ -35,13 +35,14 @@ the same transactions (eviction takes them in exactly the reverse order).
 
 from __future__ import annotations
 
-import bisect
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
+from typing import NamedTuple, Protocol
+
+from sortedcontainers import SortedList
 
 from timecoin.config import MempoolConfig
 from timecoin.core.errors import (
@@ -161,9 +162,8 @@ class Rejection:
     """False: kept for ``status`` only (an expired tx may be resubmitted at once)."""
 
 
-@dataclass(frozen=True, slots=True)
-class AddResult:
-    """An accepted transaction."""
+class AddResult(NamedTuple):
+    """An accepted transaction (a named tuple: one is built per admission)."""
 
     txid: bytes
     fee: int
@@ -176,9 +176,13 @@ class AddResult:
     """Txids evicted to make room, lowest fee rate first."""
 
 
-@dataclass(frozen=True, slots=True)
-class MempoolEntry:
-    """One pending transaction with what the pool computed for it."""
+class MempoolEntry(NamedTuple):
+    """One pending transaction with what the pool computed for it.
+
+    A named tuple rather than a frozen dataclass: one is built per admission,
+    and a frozen dataclass's ``__init__`` sets each field through
+    ``object.__setattr__`` (several times the cost).
+    """
 
     tx: Transaction
     fee: int
@@ -186,8 +190,8 @@ class MempoolEntry:
     added_ms: int
     order_key: tuple[int, bytes]
     """``(-fee * RATE_SCALE // size, txid)``: ascending = best first."""
-    spends: tuple[tuple[bytes, int], ...]
-    """Input outpoints as ``(txid, index)`` (tuples hash in C; OutPoint's hash is Python)."""
+    spends: tuple[OutPoint, ...]
+    """Input outpoints."""
     operator: bytes | None
     """Operator address of a masternode registration, else None."""
 
@@ -231,8 +235,8 @@ def _fingerprint(tx: Transaction) -> bytes:
     return sha256(b"".join(tx.signatures) + len(tx.signatures).to_bytes(4, "big"))
 
 
-def _spends(tx: Transaction) -> tuple[tuple[bytes, int], ...]:
-    return tuple((txin.prev_out.txid, txin.prev_out.index) for txin in tx.body.inputs)
+def _spends(tx: Transaction) -> tuple[OutPoint, ...]:
+    return tuple([txin.prev_out for txin in tx.body.inputs])
 
 
 def _operator(tx: Transaction) -> bytes | None:
@@ -293,10 +297,13 @@ class Mempool:
         self._lock = threading.RLock()
         # Insertion order of this dict is arrival order: expiry walks it from the front.
         self._entries: dict[bytes, MempoolEntry] = {}
-        self._order: list[tuple[int, bytes]] = []  # sorted ascending = best first
-        self._spent_by: dict[tuple[bytes, int], bytes] = {}
-        # While a block is processed, removals skip the O(n) list deletion and
-        # the order list is filtered once at the end (``remove_committed``).
+        # Sorted ascending = best first. A sorted list of sublists: insertion and
+        # removal are O(log n) where a flat list moves half of itself (about
+        # 5 us per admission with 30,000 pending, 13 us with 100,000).
+        self._order: SortedList[tuple[int, bytes]] = SortedList()
+        self._spent_by: dict[OutPoint, bytes] = {}
+        # While a block is processed, removals skip the per-key deletion and
+        # the order is filtered once at the end (``remove_committed``).
         self._batched = False
         self._operators: dict[bytes, bytes] = {}  # operator address -> pending registration
         self._bytes = 0
@@ -390,7 +397,7 @@ class Mempool:
 
     def spender(self, outpoint: OutPoint) -> bytes | None:
         """Return the txid of the pending transaction spending *outpoint*, or None."""
-        return self._spent_by.get((outpoint.txid, outpoint.index))
+        return self._spent_by.get(outpoint)
 
     def rejection(self, txid: bytes) -> Rejection | None:
         """Return the cached rejection or drop record of *txid*, or None."""
@@ -509,7 +516,8 @@ class Mempool:
             return False
         return rej.fingerprint is None or rej.fingerprint == _fingerprint(tx)
 
-    def _check_cheap(self, tx: Transaction) -> None:
+    def _check_cheap(self, tx: Transaction) -> int:
+        """Run the checks that need neither a UTXO view nor signatures; return the tx's size."""
         if tx.is_coinbase:
             raise BadCoinbase("a coinbase is only valid as the first transaction of a block")
         size = effective_size(tx)
@@ -524,7 +532,7 @@ class Mempool:
                     "wait until it is committed",
                     index=i,
                 )
-            other = self._spent_by.get((op.txid, op.index))
+            other = self._spent_by.get(op)
             if other is not None:
                 raise DoubleSpend(
                     f"input {i} {op} is already spent by pending {other.hex()} (first seen wins)",
@@ -537,6 +545,7 @@ class Mempool:
                 f"operator {operator.hex()} already has a pending registration "
                 f"{self._operators[operator].hex()}"
             )
+        return size
 
     def add(
         self,
@@ -569,7 +578,7 @@ class Mempool:
         self, tx: Transaction, view: UtxoView, height: int, now_ms: int, sig_ok: bool | None
     ) -> AddResult:
         self._check_known(tx)
-        self._check_cheap(tx)
+        size = max(1, self._check_cheap(tx))
         if sig_ok is None:
             fee = self._validate(tx, view, height)
         else:
@@ -581,7 +590,6 @@ class Mempool:
                 raise
             except Exception as exc:  # a plugin bug must not take the node down
                 raise RulesRejected(f"rules plugin error: {exc!r}"[:MAX_MESSAGE_CHARS]) from exc
-        size = max(1, effective_size(tx))
         victims = self._victims(fee, size)
         evicted = []
         for v in victims:
@@ -638,7 +646,7 @@ class Mempool:
     def _insert(self, entry: MempoolEntry) -> None:
         tx = entry.tx
         self._entries[tx.txid] = entry
-        bisect.insort(self._order, entry.order_key)
+        self._order.add(entry.order_key)
         for op in entry.spends:
             self._spent_by[op] = tx.txid
         if entry.operator is not None:
@@ -651,7 +659,7 @@ class Mempool:
         if entry is None:
             return None
         if not self._batched:
-            del self._order[bisect.bisect_left(self._order, entry.order_key)]
+            self._order.remove(entry.order_key)
         spent_by = self._spent_by
         for op in entry.spends:
             if spent_by.get(op) == txid:
@@ -722,7 +730,7 @@ class Mempool:
         """
         with self._lock:
             chosen: list[Transaction] = []
-            spent: set[tuple[bytes, int]] = set()
+            spent: set[OutPoint] = set()
             operators: set[bytes] = set()
             room = max_bytes
             skips = 0
@@ -769,10 +777,10 @@ class Mempool:
             try:
                 return self._remove_committed(block_txs, view, height, now_ms)
             finally:
-                # One O(n) pass instead of one list deletion per removed tx.
+                # One O(n) pass instead of one deletion per removed tx.
                 self._batched = False
                 entries = self._entries
-                self._order = [k for k in self._order if k[1] in entries]
+                self._order = SortedList(k for k in self._order if k[1] in entries)
 
     def _remove_committed(
         self, block_txs: Sequence[Transaction], view: UtxoView, height: int, now_ms: int
@@ -789,7 +797,7 @@ class Mempool:
             committed.move_to_end(txid)
             for txin in tx.body.inputs:
                 op = txin.prev_out
-                other = self._spent_by.get((op.txid, op.index))
+                other = self._spent_by.get(op)
                 if other is not None:
                     self._drop(
                         other,

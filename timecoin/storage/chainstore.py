@@ -42,11 +42,14 @@ from timecoin.core.types import ADDRESS_PAYLOAD_LEN, HASH_LEN, Coin, OutPoint
 from timecoin.core.utxo import UtxoChanges
 from timecoin.storage.codec import (
     COIN,
+    COIN_RECORD,
+    OUTPOINT_LEN,
     TIP,
     TX_LOCATION,
     U32,
     U64,
     UndoRecord,
+    coin_records,
     decode_coin,
     decode_height,
     decode_outpoint,
@@ -506,15 +509,19 @@ class ChainStore(ChainReader):
                 for position, txid in enumerate(record.txids)
             ]
             # Spends before creations: an outpoint never appears in both (see
-            # UtxoChanges), and a later op on a key would win anyway.
-            for outpoint, coin in record.changes.spent:
-                op = encode_outpoint(outpoint)
+            # UtxoChanges), and a later op on a key would win anyway. Each coin
+            # is packed once; its key, value and undo entry are slices of that.
+            spent = coin_records(record.changes.spent)
+            created = coin_records(record.changes.created)
+            op_end, pkh_at = OUTPOINT_LEN, COIN_RECORD.size - ADDRESS_PAYLOAD_LEN
+            for rec in spent:
+                op = rec[:op_end]
                 ops.append((P_COIN + op, None))
-                ops.append((P_ADDRESS + coin.pubkey_hash + op, None))
-            for outpoint, coin in record.changes.created:
-                op = encode_outpoint(outpoint)
-                ops.append((P_COIN + op, encode_coin(coin)))
-                ops.append((P_ADDRESS + coin.pubkey_hash + op, b""))
+                ops.append((P_ADDRESS + rec[pkh_at:] + op, None))
+            for rec in created:
+                op = rec[:op_end]
+                ops.append((P_COIN + op, rec[op_end:]))
+                ops.append((P_ADDRESS + rec[pkh_at:] + op, b""))
             batch.extend(ops)
             prev_meta = tuple((key, self._get(P_META + key)) for key, _ in record.extra)
             undo = UndoRecord(
@@ -523,7 +530,7 @@ class ChainStore(ChainReader):
                 changes=record.changes,
                 prev_meta=prev_meta,
             )
-            batch.put(P_UNDO + h8, encode_undo(undo))
+            batch.put(P_UNDO + h8, encode_undo(undo, (spent, created)))
             if record.commit_bytes is not None:
                 batch.put(P_COMMIT + h8, record.commit_bytes)
             if record.validator_set_bytes is not None:

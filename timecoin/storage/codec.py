@@ -10,6 +10,7 @@ when they do.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from timecoin.core.errors import StorageError
@@ -28,6 +29,9 @@ TIP = struct.Struct(">Q32s")
 
 OUTPOINT_LEN = HASH_LEN + 4
 COIN_LEN = COIN.size
+COIN_RECORD = struct.Struct(">32sI" + COIN.format.lstrip(">"))
+"""An outpoint followed by its coin (36 + 37 bytes): one pack for both, as the
+undo record stores them and a block commit writes them (``coin_records``)."""
 _FLAG_COINBASE = 0x01
 
 UNDO_VERSION = 1
@@ -121,11 +125,28 @@ class UndoRecord:
     """Metadata keys the block set, with their previous values (None: absent)."""
 
 
-def _encode_coins(out: bytearray, items: tuple[tuple[OutPoint, Coin], ...]) -> None:
-    out += U32.pack(len(items))
-    for outpoint, coin in items:
-        out += encode_outpoint(outpoint)
-        out += encode_coin(coin)
+def coin_records(items: Sequence[tuple[OutPoint, Coin]]) -> list[bytes]:
+    """Encode each (outpoint, coin) as ``encode_outpoint(op) + encode_coin(coin)`` (73 bytes).
+
+    One struct pack per coin: a block commit needs every coin's key, value and
+    undo entry, and slices them all from this one record.
+    """
+    pack = COIN_RECORD.pack
+    out = []
+    try:
+        for (txid, index), (amount, pkh, height, coinbase) in items:
+            # "32s"/"20s" would pad or cut a wrong length without a word.
+            if len(txid) != HASH_LEN or len(pkh) != ADDRESS_PAYLOAD_LEN:
+                raise StorageError(f"malformed outpoint or coin: {(txid, index)} {pkh!r}")
+            out.append(pack(txid, index, amount, height, _FLAG_COINBASE if coinbase else 0, pkh))
+    except struct.error as e:
+        raise StorageError(f"coin field out of range: {e}") from e
+    return out
+
+
+def _encode_coins(out: bytearray, records: Sequence[bytes]) -> None:
+    out += U32.pack(len(records))
+    out += b"".join(records)
 
 
 def _encode_blob(out: bytearray, blob: bytes | None) -> None:
@@ -137,8 +158,16 @@ def _encode_blob(out: bytearray, blob: bytes | None) -> None:
         out += blob
 
 
-def encode_undo(record: UndoRecord) -> bytes:
-    """Serialize an undo record (version byte first)."""
+def encode_undo(
+    record: UndoRecord, records: tuple[Sequence[bytes], Sequence[bytes]] | None = None
+) -> bytes:
+    """Serialize an undo record (version byte first).
+
+    *records* are ``coin_records`` of the record's spent and created coins if
+    the caller has them already.
+    """
+    if records is None:
+        records = (coin_records(record.changes.spent), coin_records(record.changes.created))
     out = bytearray(U8.pack(UNDO_VERSION))
     if record.prev_tip is None:
         out += b"\x00"
@@ -146,8 +175,8 @@ def encode_undo(record: UndoRecord) -> bytes:
         out += b"\x01"
         out += TIP.pack(*record.prev_tip)
     _encode_blob(out, record.prev_utxo_state)
-    _encode_coins(out, record.changes.spent)
-    _encode_coins(out, record.changes.created)
+    _encode_coins(out, records[0])
+    _encode_coins(out, records[1])
     out += U32.pack(len(record.prev_meta))
     for key, value in record.prev_meta:
         _encode_blob(out, key)
