@@ -6,7 +6,6 @@ a node whose workers die keeps admitting on threads and hashing itself.
 """
 
 import asyncio
-import dataclasses
 import time
 
 import pytest
@@ -35,8 +34,7 @@ def _mixed_txs(home):
     params, wallet = home.params, home.wallet
     coin = OutPoint(genesis_hash(home.genesis), 0)
     good = build_transfer(params, wallet, [coin], [(b"\x01" * 20, 10**8)])
-    forged = dataclasses.replace(
-        build_transfer(params, wallet, [coin], [(b"\x02" * 20, 10**8)]),
+    forged = build_transfer(params, wallet, [coin], [(b"\x02" * 20, 10**8)])._replace(
         signatures=good.signatures,  # a valid signature, but of another body
     )
     off_curve = TxBody(
@@ -49,7 +47,7 @@ def _mixed_txs(home):
         encode_tx_body(off_curve, params.network), [b"\x01" * 64], params.network
     )
     stranger = build_transfer(params, KeyPair.generate(), [coin], [(b"\x04" * 20, 10**8)])
-    body = encode_tx_body(dataclasses.replace(stranger.body, memo=b"unsigned"), params.network)
+    body = encode_tx_body(stranger.body._replace(memo=b"unsigned"), params.network)
     unsigned = sign_body(body, [], params)
     return [good, forged, bad_key, stranger, unsigned]
 

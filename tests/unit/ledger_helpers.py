@@ -201,7 +201,7 @@ def funded_view(
 
 def with_body(tx: Transaction, **changes: object) -> Transaction:
     """*tx* with body fields replaced, re-serialized, keeping its signatures."""
-    body = replace(tx.body, **changes)  # type: ignore[arg-type]
+    body = tx.body._replace(**changes)  # type: ignore[arg-type]
     return finish_tx(body, signatures=tx.signatures)
 
 

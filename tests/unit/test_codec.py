@@ -71,7 +71,7 @@ def body(n_in: int = 2, n_out: int = 2, **kw: object) -> TxBody:
         outputs=tuple(TxOut(1000 * (i + 1), key(10 + i).address_payload) for i in range(n_out)),
         memo=b"hello",
     )
-    return replace(base, **kw)  # type: ignore[arg-type]
+    return base._replace(**kw)  # type: ignore[arg-type]
 
 
 def header(**kw: object) -> BlockHeader:
@@ -193,6 +193,7 @@ def _body_msg() -> pb.TxBody:
         (lambda m: setattr(m.inputs[0], "pubkey", b"\x04" + bytes(64)), BadPubkey),
         (lambda m: setattr(m, "memo", bytes(257)), Oversized),
         (lambda m: setattr(m, "chain_id", "x" * 65), Oversized),
+        (lambda m: setattr(m, "chain_id", "\U0001f600" * 17), Oversized),  # 17 chars, 68 bytes
         (lambda m: m.masternode.SetInParent(), DecodeError),
         (lambda m: setattr(m.masternode.register, "tier", 0), DecodeError),
         (lambda m: setattr(m.masternode.register, "tier", 4), DecodeError),
@@ -206,6 +207,12 @@ def test_tx_body_shape_rejections(
     mutate(m)
     with pytest.raises(error):
         codec.decode_tx_body(m.SerializeToString(), NET)
+
+
+def test_chain_id_is_bounded_in_bytes_not_characters() -> None:
+    m = _body_msg()
+    m.chain_id = "\U0001f600" * 16  # 64 bytes: the limit
+    assert codec.decode_tx_body(m.SerializeToString(), NET).chain_id == m.chain_id
 
 
 def test_input_key_off_the_curve_fails_at_its_signature_check() -> None:
@@ -707,7 +714,7 @@ def test_direct_block_encoding_matches_protobuf_with_evidence_and_large_txs() ->
 def test_block_decode_reuses_known_transactions_only_when_identical() -> None:
     a, b = tx(), tx(body(1, 1))
     blk = codec.make_block(header(), [tx(body(0, 1, coinbase_height=7)), a, b], commit())
-    forged = replace(a, signatures=(sig(9),) * len(a.signatures))
+    forged = a._replace(signatures=(sig(9),) * len(a.signatures))
     pool = {a.txid: forged, b.txid: b}
     back = codec.decode_block(codec.encode_block(blk), NET, known=pool.get)
     assert back == blk

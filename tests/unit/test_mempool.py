@@ -7,8 +7,6 @@ validator whose fee is chosen per transaction (no ECDSA, so they stay fast).
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -143,7 +141,7 @@ def test_bad_signature_cached_but_does_not_censor_valid_copy(funded):
     view, ops = funded
     pool = Mempool(PARAMS)
     good = _pay(ops[0], 1, 10 * TIME)
-    forged = replace(good, signatures=(bytes(64),))  # same body, same txid
+    forged = good._replace(signatures=(bytes(64),))  # same body, same txid
     assert forged.txid == good.txid
     with pytest.raises(err.BadSignature):
         pool.add(forged, view, H, NOW)
@@ -179,11 +177,11 @@ def test_rules_hook_rejects_and_plugin_errors_are_typed(funded):
 
 def test_sig_ok_skips_verification_in_default_validator(funded):
     view, ops = funded
-    forged = replace(_pay(ops[0], 1, 10 * TIME), signatures=(bytes(64),))
+    forged = _pay(ops[0], 1, 10 * TIME)._replace(signatures=(bytes(64),))
     pool = Mempool(PARAMS)
     pool.add(forged, view, H, NOW, sig_ok=True)  # caller vouches (batch-verified elsewhere)
     assert forged.txid in pool
-    other = replace(_pay(ops[1], 2, 5 * TIME), signatures=(bytes(64),))
+    other = _pay(ops[1], 2, 5 * TIME)._replace(signatures=(bytes(64),))
     with pytest.raises(err.BadSignature):
         pool.add(other, view, H, NOW, sig_ok=False)
 
@@ -719,7 +717,7 @@ def test_min_fee_rate_hint_gets_a_tx_in():
 def test_reject_records_external_rejection(funded):
     view, ops = funded
     pool = Mempool(PARAMS)
-    tx = replace(_pay(ops[0], 1, 10 * TIME), signatures=(bytes(64),))
+    tx = _pay(ops[0], 1, 10 * TIME)._replace(signatures=(bytes(64),))
     pool.reject(tx, err.BadSignature("batch verification failed"), NOW)
     assert pool.status(tx.txid).reason is R.BAD_SIGNATURE
     assert pool.stats().rejections == {R.BAD_SIGNATURE: 1}

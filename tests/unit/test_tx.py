@@ -59,7 +59,7 @@ def test_wrong_version_and_chain(funded):
     view, ops = funded
     tx = _simple(ops)
     with pytest.raises(err.BadVersion):
-        validate_transaction_stateless(finish_tx(replace(tx.body, version=2), [key(1)]), PARAMS)
+        validate_transaction_stateless(finish_tx(tx.body._replace(version=2), [key(1)]), PARAMS)
     other = ChainParams.for_network("devnet", chain_id="timecoin-devnet-2")
     with pytest.raises(err.WrongChain):
         validate_transaction(tx, view, 1, other)
@@ -216,8 +216,8 @@ def test_wrong_owner(funded):
 def test_bad_pubkey_length(funded):
     view, ops = funded
     tx = _simple(ops)
-    body = replace(
-        tx.body, inputs=(tx.body.inputs[0]._replace(pubkey=tx.body.inputs[0].pubkey[:32]),)
+    body = tx.body._replace(
+        inputs=(tx.body.inputs[0]._replace(pubkey=tx.body.inputs[0].pubkey[:32]),)
     )
     with pytest.raises(err.BadPubkey):
         validate_transaction_stateless(finish_tx(body, signatures=tx.signatures), PARAMS)

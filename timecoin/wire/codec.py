@@ -36,7 +36,7 @@ from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from timecoin._proto.types.v1 import types_pb2 as pb
-from timecoin.core.address import decode_address, encode_address
+from timecoin.core.address import decode_address, encode_address, parse_address
 from timecoin.core.errors import BadPubkey, DecodeError, NonCanonical, Oversized, Reason
 from timecoin.core.keys import has_pubkey_shape, pubkey_hash, validate_pubkey
 from timecoin.core.types import (
@@ -237,17 +237,23 @@ def encode_tx_body(body: TxBody, network: Network) -> bytes:
 def _tx_body_from_pb(
     msg: pb.TxBody, network: Network, *, limits: Limits = DEFAULT_LIMITS
 ) -> TxBody:
-    """Convert a parsed TxBody message (shape checks only; see module docstring)."""
-    _count(msg.inputs, limits.max_inputs, "inputs", Reason.TOO_MANY_ITEMS)
-    max_outputs = limits.max_outputs if len(msg.inputs) else limits.max_coinbase_outputs
-    _count(msg.outputs, max_outputs, "outputs", Reason.TOO_MANY_ITEMS)
-    if len(msg.memo) > limits.max_memo_bytes:
+    """Convert a parsed TxBody message (shape checks only; see module docstring).
+
+    The hottest decoder (every submitted transaction): named tuples are built
+    with ``_new`` and addresses go straight to the cached parser.
+    """
+    msg_inputs, msg_outputs = msg.inputs, msg.outputs
+    _count(msg_inputs, limits.max_inputs, "inputs", Reason.TOO_MANY_ITEMS)
+    max_outputs = limits.max_outputs if len(msg_inputs) else limits.max_coinbase_outputs
+    _count(msg_outputs, max_outputs, "outputs", Reason.TOO_MANY_ITEMS)
+    memo = msg.memo
+    if len(memo) > limits.max_memo_bytes:
         raise Oversized(
-            f"memo of {len(msg.memo)} bytes exceeds {limits.max_memo_bytes}",
+            f"memo of {len(memo)} bytes exceeds {limits.max_memo_bytes}",
             reason=Reason.MEMO_TOO_LARGE,
         )
     inputs = []
-    for n, i in enumerate(msg.inputs):
+    for n, i in enumerate(msg_inputs):
         if not i.HasField("prev_out"):
             raise DecodeError(f"input {n}: missing prev_out")
         pubkey = i.pubkey
@@ -259,34 +265,54 @@ def _tx_body_from_pb(
             raise BadPubkey(
                 f"input {n}: public key must be 33-byte compressed, got {len(pubkey)} bytes"
             )
-        inputs.append(_new(TxIn, (_outpoint_from_pb(i.prev_out), pubkey)))
-    outputs = [_new(TxOut, (o.amount, decode_address(o.address, network))) for o in msg.outputs]
+        prev = i.prev_out
+        txid = prev.txid
+        if len(txid) != HASH_LEN:
+            _fixed(txid, HASH_LEN, "outpoint txid")  # raises
+        inputs.append(_new(TxIn, (_new(OutPoint, (txid, prev.index)), pubkey)))
+    outputs = []
+    for o in msg_outputs:
+        got, payload = parse_address(o.address)
+        if got is not network:
+            decode_address(o.address, network)  # raises with the networks named
+        outputs.append(_new(TxOut, (o.amount, payload)))
     masternode: MasternodeRegistration | MasternodeDeregistration | None = None
     if msg.HasField("masternode"):
-        action = msg.masternode.WhichOneof("action")
-        if action == "register":
-            r = msg.masternode.register
-            masternode = MasternodeRegistration(
-                tier=_required_tier(r.tier, "registration"),
-                collateral_index=r.collateral_index,
-                operator_pubkey=_pubkey(r.operator_pubkey, "operator_pubkey"),
-            )
-        elif action == "deregister":
-            d = msg.masternode.deregister
-            if not d.HasField("collateral"):
-                raise DecodeError("deregistration: missing collateral outpoint")
-            masternode = MasternodeDeregistration(collateral=_outpoint_from_pb(d.collateral))
-        else:
-            raise DecodeError("masternode payload present but empty")
-    return TxBody(
-        version=msg.version,
-        chain_id=_chain_id(msg.chain_id, limits, "tx body"),
-        inputs=tuple(inputs),
-        outputs=tuple(outputs),
-        memo=bytes(msg.memo),
-        coinbase_height=msg.coinbase_height,
-        masternode=masternode,
+        masternode = _masternode_from_pb(msg.masternode)
+    chain_id = msg.chain_id
+    if len(chain_id) * 4 > limits.max_chain_id_bytes:  # UTF-8: at most 4 bytes a character
+        _chain_id(chain_id, limits, "tx body")
+    return _new(
+        TxBody,
+        (
+            msg.version,
+            chain_id,
+            tuple(inputs),
+            tuple(outputs),
+            memo,
+            msg.coinbase_height,
+            masternode,
+        ),
     )
+
+
+def _masternode_from_pb(
+    mn: pb.MasternodePayload,
+) -> MasternodeRegistration | MasternodeDeregistration:
+    action = mn.WhichOneof("action")
+    if action == "register":
+        r = mn.register
+        return MasternodeRegistration(
+            tier=_required_tier(r.tier, "registration"),
+            collateral_index=r.collateral_index,
+            operator_pubkey=_pubkey(r.operator_pubkey, "operator_pubkey"),
+        )
+    if action == "deregister":
+        d = mn.deregister
+        if not d.HasField("collateral"):
+            raise DecodeError("deregistration: missing collateral outpoint")
+        return MasternodeDeregistration(collateral=_outpoint_from_pb(d.collateral))
+    raise DecodeError("masternode payload present but empty")
 
 
 def decode_tx_body(
@@ -327,12 +353,15 @@ def _transaction_from_pb(
     body = _tx_body_from_pb(
         _parse(pb.TxBody, body_bytes, limits.max_block_bytes, "tx body"), network, limits=limits
     )
-    return Transaction(
-        body_bytes=body_bytes,
-        signatures=signatures,
-        body=body,
-        txid=hashlib.sha256(body_bytes).digest(),
-        size=msg.ByteSize() if size is None else size,
+    return _new(
+        Transaction,
+        (
+            body_bytes,
+            signatures,
+            body,
+            hashlib.sha256(body_bytes).digest(),
+            msg.ByteSize() if size is None else size,
+        ),
     )
 
 
