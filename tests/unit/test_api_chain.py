@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 from api_fake_node import TIME, FakeNode, pay, running, test_key, until
@@ -24,6 +25,7 @@ from timecoin.core.types import OutPoint
 from timecoin.wire.codec import (
     commit_from_pb,
     decode_header,
+    encode_block,
     transaction_from_pb,
     validator_set_from_pb,
 )
@@ -190,6 +192,35 @@ async def test_subscription_count_is_bounded(tmp_path) -> None:
         r.node.commit_block()
         assert (await asyncio.wait_for(task, 10)).height == 1
         await first.aclose()
+
+
+async def test_subscribed_blocks_are_whole_or_without_their_transactions(tmp_path) -> None:
+    node = FakeNode()
+    (coin,) = node.fund(ALICE, [10 * TIME])
+    tx = pay(node, ALICE, coin, TIME, BOB.address_payload, change=8 * TIME)
+    async with running(tmp_path, node) as r:
+        await r.client.submit(tx)
+        r.node.commit_block()  # height 1; height 2 then carries its commit
+        full = r.client.subscribe_blocks(include_transactions=True)
+        bare = r.client.subscribe_blocks(include_transactions=False)
+        tasks = [asyncio.create_task(anext(s)) for s in (full, bare)]
+        await until(lambda: r.server.chain.subscribers == 2)
+        info = r.node.commit_block()
+        # A node publishes the stored bytes with the block; they are served as they are.
+        stored = replace(info, block_bytes=encode_block(info.block))
+        r.node.broadcaster.publish(stored)
+        got_full, got_bare = [await asyncio.wait_for(t, 10) for t in tasks]
+        more_full, more_bare = await anext(full), await anext(bare)
+        for got in (got_full, got_bare, more_full, more_bare):
+            assert got.height == 2 and got.block_hash == info.hash
+            assert got.block.header_bytes == info.block.header_bytes
+            assert got.block.HasField("last_commit")
+        assert got_full.block.SerializeToString() == encode_block(info.block)
+        assert more_full.block.SerializeToString() == stored.block_bytes
+        assert not got_bare.block.txs and not more_bare.block.txs
+        assert got_bare.block.last_commit == got_full.block.last_commit
+        await full.aclose()
+        await bare.aclose()
 
 
 async def test_subscribe_transaction_pending_then_final(tmp_path) -> None:
