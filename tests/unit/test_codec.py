@@ -711,6 +711,16 @@ def test_direct_block_encoding_matches_protobuf_with_evidence_and_large_txs() ->
         assert codec.decode_block(data, NET) == blk
 
 
+@pytest.mark.parametrize("n", [0, 1, 127, 128, 300, 16383, 16384, 2**21 - 1, 2**21, 2**35])
+def test_length_varints_are_protobufs(n: int) -> None:
+    v = codec._varint(n)
+    assert sum((b & 0x7F) << (7 * i) for i, b in enumerate(v)) == n
+    assert v[-1] < 0x80 and all(b >= 0x80 for b in v[:-1])
+    if 0 < n <= 2**21:  # a bytes field of length n: tag, varint(n), the bytes
+        framed = pb.Transaction(body_bytes=b"\x01" * n).SerializeToString()
+        assert v == framed[1 : len(framed) - n]
+
+
 def test_block_decode_reuses_known_transactions_only_when_identical() -> None:
     a, b = tx(), tx(body(1, 1))
     blk = codec.make_block(header(), [tx(body(0, 1, coinbase_height=7)), a, b], commit())

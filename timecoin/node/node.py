@@ -724,20 +724,19 @@ class Node:
         return block, msg.SerializeToString()
 
     def _send_proposal(self, proposal: Proposal, peer_id: bytes | None = None) -> None:
-        if self.network is None:
-            return
+        if self.network is None or (peer_id is None and not self.network.peers()):
+            return  # nobody to send it to (a one-validator devnet): the message is not built
         cached = self._proposal_msg
         if cached is None or cached[0] != proposal:
             cand = self._candidates.get(proposal.block_hash)
             if cand is None:
                 return
             # Built once per proposal: converting a full block is the costly part.
-            msg = consensus_pb2.ConsensusMessage(
-                proposal=consensus_pb2.ProposalMessage(
-                    proposal=proposal_to_pb(proposal),
-                    block=types_pb2.Block.FromString(cand.block_bytes),
-                )
-            )
+            # The block is parsed straight into the message (assigning a parsed
+            # block would copy every transaction again).
+            msg = consensus_pb2.ConsensusMessage()
+            msg.proposal.proposal.CopyFrom(proposal_to_pb(proposal))
+            msg.proposal.block.MergeFromString(cand.block_bytes)
             with self._span("block.proposal", height=proposal.height, round=proposal.round):
                 carrier = current_carrier()
             if carrier:

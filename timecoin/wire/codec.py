@@ -566,7 +566,15 @@ def make_block(
     return make_block_bytes(header, txs, last_commit, evidence)[0]
 
 
+_ONE_BYTE_VARINTS = tuple(bytes((n,)) for n in range(0x80))
+
+
 def _varint(n: int) -> bytes:
+    """Protobuf base-128 varint of *n* >= 0 (one and two bytes without a loop)."""
+    if n < 0x80:
+        return _ONE_BYTE_VARINTS[n]
+    if n < 0x4000:
+        return bytes(((n & 0x7F) | 0x80, n >> 7))
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -580,11 +588,15 @@ _TX_SIG_TAG = b"\x12"  # Transaction.signatures = 2, length-delimited
 _BLOCK_TX_TAG = b"\x12"  # Block.txs = 2, length-delimited
 
 
+_SIG_HEAD = _TX_SIG_TAG + _varint(SIGNATURE_LEN)
+
+
 def _tx_wire(tx: Transaction) -> bytes:
     """Return the envelope bytes of *tx*, exactly as ``encode_transaction`` writes them."""
-    parts = [_TX_BODY_TAG, _varint(len(tx.body_bytes)), tx.body_bytes] if tx.body_bytes else []
+    body = tx.body_bytes
+    parts = [_TX_BODY_TAG, _varint(len(body)), body] if body else []
     for sig in tx.signatures:
-        parts += (_TX_SIG_TAG, _varint(len(sig)), sig)
+        parts += (_SIG_HEAD if len(sig) == SIGNATURE_LEN else _TX_SIG_TAG + _varint(len(sig)), sig)
     return b"".join(parts)
 
 
