@@ -16,6 +16,7 @@ from timecoin.core.errors import BadHeight
 from timecoin.core.genesis import genesis_hash
 from timecoin.core.keys import KeyPair
 from timecoin.core.muhash import coin_elements, elements_product
+from timecoin.core.signing import tx_sign_digest
 from timecoin.core.tx import signatures_valid
 from timecoin.core.types import Coin, OutPoint, TxBody, TxIn, TxOut
 from timecoin.node.chainstate import ChainState
@@ -66,8 +67,10 @@ def _reasons(results):
 def test_worker_verdicts_equal_check_signatures(dev_home):
     txs = _mixed_txs(dev_home)
     chain_id = dev_home.params.chain_id
-    flags = verify_items([item_of(tx, chain_id) for tx in txs])
+    flags = verify_items(chain_id, [item_of(tx) for tx in txs])
     assert list(flags) == [signatures_valid(tx, chain_id) for tx in txs] == [1, 0, 0, 1, 0]
+    # The worker signs over the chain id it is given: another chain's node refuses them all.
+    assert verify_items("timecoin-other-1", [item_of(tx) for tx in txs]) == bytes(5)
 
 
 def test_admission_through_worker_processes_gives_the_thread_path_reasons(dev_home):
@@ -93,19 +96,20 @@ def test_admission_through_worker_processes_gives_the_thread_path_reasons(dev_ho
 
 def test_killed_workers_fall_back_to_threads():
     key = KeyPair.generate()
-    digest = b"\x07" * 32
-    items = [(digest, (key.pubkey,), (key.sign(digest),)), (digest, (key.pubkey,), (b"\x01" * 64,))]
+    body = b"\x07" * 32
+    sig = key.sign(tx_sign_digest("c", body))
+    items = [(body, (key.pubkey,), (sig,)), (body, (key.pubkey,), (b"\x01" * 64,))]
 
     async def main():
         procs = WorkerProcesses(1)
         try:
-            assert await procs.verify(items) == b"\x01\x00"
+            assert await procs.verify("c", items) == b"\x01\x00"
             assert procs._pool is not None
             for p in list(procs._pool._processes.values()):
                 p.kill()
                 p.join()
             for _ in range(50):
-                if await procs.verify(items) is None:
+                if await procs.verify("c", items) is None:
                     return True
                 await asyncio.sleep(0.05)
             return False
@@ -128,7 +132,7 @@ def test_workers_leave_when_the_node_is_killed(tmp_path):
         "from timecoin.node.workers import WorkerProcesses\n"
         "async def main():\n"
         "    procs = WorkerProcesses(1)\n"
-        "    assert await procs.verify([(bytes(32), (), ())]) == b'\\x00'\n"
+        "    assert await procs.verify('c', [(bytes(32), (), ())]) == b'\\x00'\n"
         "    print(*procs._pool._processes, flush=True)\n"
         "    await asyncio.sleep(60)\n"
         "if __name__ == '__main__':\n"

@@ -34,9 +34,14 @@ def _chain(chain_id: str) -> bytes:
     return bytes([len(raw)]) + raw
 
 
+def tx_sign_prefix(chain_id: str) -> bytes:
+    """Return what a transaction's signed digest hashes before its body (``tx_sign_digest``)."""
+    return _TX_TAG + _chain(chain_id)
+
+
 def tx_sign_digest(chain_id: str, body_bytes: bytes) -> bytes:
     """Digest every input of a transaction signs (SIGHASH_ALL over the exact body bytes)."""
-    return sha256(_TX_TAG + _chain(chain_id) + body_bytes)
+    return sha256(tx_sign_prefix(chain_id) + body_bytes)
 
 
 def vote_sign_bytes(

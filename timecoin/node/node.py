@@ -1121,7 +1121,7 @@ class Node:
             pre.append(err)
             if err is None:
                 todo.append(i)
-        flags = await procs.verify([item_of(txs[i], chain_id) for i in todo])
+        flags = await procs.verify(chain_id, [item_of(txs[i]) for i in todo])
         if flags is None:  # the pool broke: the threads do it all
             return await self._on_verify_threads(txs, self._precheck)
         failed = [i for i, ok in zip(todo, flags, strict=True) if not ok]
