@@ -15,6 +15,7 @@ from ledger_helpers import PARAMS, TIME, Chain, coinbase_tx, funded_view, key, m
 from timecoin.core import errors as err
 from timecoin.core.hashing import sha256
 from timecoin.core.types import (
+    MAX_MONEY_UNITS,
     Coin,
     MasternodeRegistration,
     MasternodeTier,
@@ -25,7 +26,14 @@ from timecoin.core.types import (
     TxOut,
 )
 from timecoin.core.utxo import MemoryUtxoView, UtxoView
-from timecoin.node.mempool import DropKind, Mempool, TxState
+from timecoin.node.mempool import (
+    AddResult,
+    DropKind,
+    Mempool,
+    MempoolEntry,
+    TxState,
+    order_key,
+)
 
 R = err.Reason
 FEE = 10_000
@@ -55,6 +63,19 @@ def test_admission_with_real_validator(funded):
     assert res.size == tx.size
     assert res.fee_rate == 25_000 * 1000 // tx.size
     assert res.evicted == ()
+    # Built with tuple.__new__ in the pool: the same values as through the constructors.
+    assert res == AddResult(
+        txid=tx.txid, fee=25_000, size=tx.size, fee_rate=res.fee_rate, evicted=()
+    )
+    assert pool.entry(tx.txid) == MempoolEntry(
+        tx=tx,
+        fee=25_000,
+        size=tx.size,
+        added_ms=NOW,
+        order_key=order_key(25_000, tx.size, tx.txid),
+        spends=(ops[0],),
+        operator=None,
+    )
     assert tx.txid in pool and len(pool) == 1
     assert pool.get(tx.txid) is tx
     assert pool.size_bytes == tx.size
@@ -100,6 +121,23 @@ def test_double_spend_against_pending_is_rejected_first_seen_wins(funded):
     assert rej is not None and rej.reason is R.DOUBLE_SPEND and rej.kind is DropKind.REJECTED
     status = pool.status(rival.txid)
     assert status.state is TxState.REJECTED and status.reason is R.DOUBLE_SPEND
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, MAX_MONEY_UNITS),  # fee: up to the money supply
+            st.integers(1, 10**6),  # size
+            st.binary(min_size=32, max_size=32),
+        ),
+        min_size=2,
+        max_size=20,
+    )
+)
+def test_order_keys_sort_by_fee_rate_then_txid(items):
+    by_key = sorted(items, key=lambda i: order_key(*i))
+    by_rule = sorted(items, key=lambda i: (-(i[0] * 10**9 // i[1]), i[2]))
+    assert [order_key(*i) for i in by_key] == [order_key(*i) for i in by_rule]
 
 
 def test_coinbase_rejected(funded):

@@ -74,6 +74,29 @@ DEFAULT_RECENT_REJECTED = 50_000
 DEFAULT_RECENT_COMMITTED = 50_000
 RATE_SCALE = 1_000_000_000
 """Fee rates are ordered as ``fee * RATE_SCALE // size`` (nano-units per byte)."""
+
+_RATE_BYTES = 16
+"""Bytes of the rate part of an order key (a fee up to the money supply times
+RATE_SCALE fits in 128 bits)."""
+_RATE_TOP = (1 << (8 * _RATE_BYTES)) - 1
+
+
+def order_key(fee: int, size: int, txid: bytes) -> bytes:
+    """Return the key that sorts the pool: fee rate high to low, then txid ascending.
+
+    One bytes object (the rate, inverted, big-endian, then the txid) rather
+    than a ``(-rate, txid)`` tuple: the pool's sorted list compares keys about
+    seventeen times per insertion, and bytes compare in one ``memcmp`` where a
+    tuple compares element by element (insertion 1.3-2.0 us instead of 3.1-4.4
+    with 30,000-100,000 pending).
+    """
+    return (_RATE_TOP - fee * RATE_SCALE // size).to_bytes(_RATE_BYTES, "big") + txid
+
+
+def _txid_of(key: bytes) -> bytes:
+    return key[_RATE_BYTES:]
+
+
 MAX_MESSAGE_CHARS = 200
 """Rejection messages kept in the cache are truncated (bounded memory)."""
 MAX_SELECT_SKIPS = 1_000
@@ -188,8 +211,8 @@ class MempoolEntry(NamedTuple):
     fee: int
     size: int
     added_ms: int
-    order_key: tuple[int, bytes]
-    """``(-fee * RATE_SCALE // size, txid)``: ascending = best first."""
+    order_key: bytes
+    """``order_key(fee, size, txid)``: ascending = best first."""
     spends: tuple[OutPoint, ...]
     """Input outpoints."""
     operator: bytes | None
@@ -226,6 +249,9 @@ class MempoolStats:
     """Cumulative admission rejections by reason (AlreadyKnown included)."""
     drops: dict[DropKind, int]
     """Cumulative removals by kind (evicted, expired, conflict, invalidated, removed)."""
+
+
+_new = tuple.__new__
 
 
 def _fingerprint(tx: Transaction) -> bytes:
@@ -297,14 +323,13 @@ class Mempool:
         self._lock = threading.RLock()
         # Insertion order of this dict is arrival order: expiry walks it from the front.
         self._entries: dict[bytes, MempoolEntry] = {}
-        # Sorted ascending = best first. A sorted list of sublists: insertion and
-        # removal are O(log n) where a flat list moves half of itself (about
-        # 5 us per admission with 30,000 pending, 13 us with 100,000).
-        self._order: SortedList[tuple[int, bytes]] = SortedList()
+        # Order keys sorted ascending = best first. A sorted list of sublists:
+        # insertion and removal are O(log n) where a flat list moves half of
+        # itself (about 5 us per admission with 30,000 pending, 13 us with
+        # 100,000), and a block's removals cost O(block log n), not a pass over
+        # the whole pool.
+        self._order: SortedList[bytes] = SortedList()
         self._spent_by: dict[OutPoint, bytes] = {}
-        # While a block is processed, removals skip the per-key deletion and
-        # the order is filtered once at the end (``remove_committed``).
-        self._batched = False
         self._operators: dict[bytes, bytes] = {}  # operator address -> pending registration
         self._bytes = 0
         self._rejected: OrderedDict[bytes, Rejection] = OrderedDict()
@@ -357,7 +382,7 @@ class Mempool:
     def __iter__(self) -> Iterator[bytes]:
         """Pending txids, best fee rate first (a snapshot)."""
         with self._lock:
-            return iter([txid for _, txid in self._order])
+            return iter([_txid_of(key) for key in self._order])
 
     @property
     def size_bytes(self) -> int:
@@ -448,7 +473,7 @@ class Mempool:
                 return floor
             if not self._order:
                 return floor
-            worst = self._entries[self._order[-1][1]]
+            worst = self._entries[_txid_of(self._order[-1])]
             return max(floor, worst.fee_rate + self.incremental_units_per_kb + 1)
 
     # --- admission ------------------------------------------------------------
@@ -600,22 +625,16 @@ class Mempool:
                 now_ms,
             )
             evicted.append(v)
-        key = (-(fee * RATE_SCALE // size), tx.txid)
-        entry = MempoolEntry(
-            tx=tx,
-            fee=fee,
-            size=size,
-            added_ms=now_ms,
-            order_key=key,
-            spends=_spends(tx),
-            operator=_operator(tx),
+        txid = tx.txid
+        # tuple.__new__ in field order: a named tuple's own __new__ is a Python call.
+        entry = _new(
+            MempoolEntry,
+            (tx, fee, size, now_ms, order_key(fee, size, txid), _spends(tx), _operator(tx)),
         )
         self._insert(entry)
         self._accepted_total += 1
-        self._rejected.pop(tx.txid, None)
-        return AddResult(
-            txid=tx.txid, fee=fee, size=size, fee_rate=entry.fee_rate, evicted=tuple(evicted)
-        )
+        self._rejected.pop(txid, None)
+        return _new(AddResult, (txid, fee, size, fee * 1000 // size, tuple(evicted)))
 
     def _victims(self, fee: int, size: int) -> list[bytes]:
         """Txids to evict so a (fee, size) newcomer fits; raise MempoolFull if it may not."""
@@ -627,7 +646,7 @@ class Mempool:
         pos = len(self._order) - 1
         inc = self.incremental_units_per_kb
         while count > self.max_txs or total > self.max_bytes:
-            worst = self._entries[self._order[pos][1]]
+            worst = self._entries[_txid_of(self._order[pos])]
             # fee/size >= worst.fee/worst.size + inc/1000, exactly in integers.
             if 1000 * fee * worst.size < 1000 * worst.fee * size + inc * size * worst.size or (
                 fee * worst.size <= worst.fee * size
@@ -658,8 +677,7 @@ class Mempool:
         entry = self._entries.pop(txid, None)
         if entry is None:
             return None
-        if not self._batched:
-            self._order.remove(entry.order_key)
+        self._order.remove(entry.order_key)
         spent_by = self._spent_by
         for op in entry.spends:
             if spent_by.get(op) == txid:
@@ -735,7 +753,8 @@ class Mempool:
             room = max_bytes
             skips = 0
             entries = self._entries
-            for _, txid in self._order:
+            for key in self._order:
+                txid = _txid_of(key)
                 if len(chosen) >= max_txs or skips >= MAX_SELECT_SKIPS:
                     break
                 entry = entries[txid]
@@ -773,14 +792,7 @@ class Mempool:
         """
         with self._lock:
             self._epoch += 1
-            self._batched = True
-            try:
-                return self._remove_committed(block_txs, view, height, now_ms)
-            finally:
-                # One O(n) pass instead of one deletion per removed tx.
-                self._batched = False
-                entries = self._entries
-                self._order = SortedList(k for k in self._order if k[1] in entries)
+            return self._remove_committed(block_txs, view, height, now_ms)
 
     def _remove_committed(
         self, block_txs: Sequence[Transaction], view: UtxoView, height: int, now_ms: int
