@@ -9,7 +9,8 @@ from ledger_helpers import PARAMS, TIME, coinbase_tx, finish_tx, funded_view, ke
 
 import timecoin.core.tx as txmod
 from timecoin.core import errors as err
-from timecoin.core.keys import _CURVE_ORDER
+from timecoin.core.hashing import sha256
+from timecoin.core.keys import _CURVE_ORDER, is_valid_signature
 from timecoin.core.params import ChainParams
 from timecoin.core.tx import (
     check_signatures,
@@ -125,6 +126,28 @@ def test_high_s_signature_rejected(funded):
     malleated = Transaction(tx.body_bytes, (high,), tx.body, tx.txid, tx.size)
     with pytest.raises(err.BadSignature):
         validate_transaction(malleated, view, 1, PARAMS)
+
+
+def test_signature_scalars_out_of_range_never_verify():
+    # The rule is libsecp256k1's: r and s in [1, n), s in the lower half (no malleated twin).
+    k = key(1)
+    digest = sha256(b"digest")
+    sig = k.sign(digest)
+    r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
+    assert is_valid_signature(k.pubkey, sig, digest)
+    n, be = _CURVE_ORDER, lambda x: x.to_bytes(32, "big")  # noqa: E731
+    for bad in (
+        be(0) + be(s),
+        be(r) + be(0),
+        be(n) + be(s),
+        be(r) + be(n),
+        be(r) + be(n - s),  # the high-S twin of a valid signature
+        b"\xff" * 64,
+    ):
+        assert not is_valid_signature(k.pubkey, bad, digest)
+    assert not is_valid_signature(k.pubkey, sig, sha256(b"other"))
+    assert not is_valid_signature(k.pubkey[:32], sig, digest)
+    assert not is_valid_signature(k.pubkey, sig[:63], digest)
 
 
 def test_signatures_cover_the_exact_body_bytes(funded):

@@ -20,7 +20,6 @@ from timecoin.core.hashing import sha256
 from timecoin.core.types import ADDRESS_PAYLOAD_LEN, HASH_LEN, PUBKEY_LEN, SIGNATURE_LEN
 
 _CURVE_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
-_HALF_ORDER = _CURVE_ORDER // 2
 _CTX = GLOBAL_CONTEXT.ctx
 
 
@@ -104,10 +103,9 @@ def is_valid_signature(pubkey: bytes, signature: bytes, digest: bytes) -> bool:
     """Tell whether *signature* is a 64-byte low-S signature by *pubkey* over *digest*."""
     if len(signature) != SIGNATURE_LEN or len(digest) != HASH_LEN or len(pubkey) != PUBKEY_LEN:
         return False
-    s = int.from_bytes(signature[32:], "big")
-    r = int.from_bytes(signature[:32], "big")
-    if not (0 < r < _CURVE_ORDER and 0 < s <= _HALF_ORDER):
-        return False
+    # The scalar rules are libsecp256k1's own (tests/unit/test_tx.py holds them):
+    # parse_compact refuses r or s >= n, verify refuses r or s == 0 and any s
+    # in the upper half (only the low-S form of a signature is accepted).
     pk = ffi.new("secp256k1_pubkey *")
     if not lib.secp256k1_ec_pubkey_parse(_CTX, pk, pubkey, PUBKEY_LEN):
         return False
