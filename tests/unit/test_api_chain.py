@@ -199,18 +199,24 @@ async def test_subscribed_blocks_are_whole_or_without_their_transactions(tmp_pat
     (coin,) = node.fund(ALICE, [10 * TIME])
     tx = pay(node, ALICE, coin, TIME, BOB.address_payload, change=8 * TIME)
     async with running(tmp_path, node) as r:
-        await r.client.submit(tx)
         r.node.commit_block()  # height 1; height 2 then carries its commit
+        await r.client.submit(tx)
         full = r.client.subscribe_blocks(include_transactions=True)
         bare = r.client.subscribe_blocks(include_transactions=False)
-        tasks = [asyncio.create_task(anext(s)) for s in (full, bare)]
-        await until(lambda: r.server.chain.subscribers == 2)
+        ids = r.client.subscribe_blocks(include_txids=True)
+        tasks = [asyncio.create_task(anext(s)) for s in (full, bare, ids)]
+        await until(lambda: r.server.chain.subscribers == 3)
         info = r.node.commit_block()
         # A node publishes the stored bytes with the block; they are served as they are.
         stored = replace(info, block_bytes=encode_block(info.block))
         r.node.broadcaster.publish(stored)
-        got_full, got_bare = [await asyncio.wait_for(t, 10) for t in tasks]
+        got_full, got_bare, got_ids = [await asyncio.wait_for(t, 10) for t in tasks]
         more_full, more_bare = await anext(full), await anext(bare)
+        # Txids in block order (coinbase first), without the transactions themselves.
+        assert list(got_ids.txids) == [t.txid for t in info.block.txs]
+        assert list(got_ids.txids) == [tx.txid]
+        assert not got_ids.block.txs and got_ids.block.header_bytes == info.block.header_bytes
+        assert not got_full.txids and not got_bare.txids
         for got in (got_full, got_bare, more_full, more_bare):
             assert got.height == 2 and got.block_hash == info.hash
             assert got.block.header_bytes == info.block.header_bytes
@@ -219,8 +225,8 @@ async def test_subscribed_blocks_are_whole_or_without_their_transactions(tmp_pat
         assert more_full.block.SerializeToString() == stored.block_bytes
         assert not got_bare.block.txs and not more_bare.block.txs
         assert got_bare.block.last_commit == got_full.block.last_commit
-        await full.aclose()
-        await bare.aclose()
+        for stream in (full, bare, ids):
+            await stream.aclose()
 
 
 async def test_subscribe_transaction_pending_then_final(tmp_path) -> None:

@@ -217,6 +217,8 @@ class ChainService(chain_pb2_grpc.ChainServiceServicer):
                         height=info.height, block_hash=info.hash
                     )
                     _fill_block(resp.block, info, request.include_transactions)
+                    if request.include_txids:
+                        resp.txids.extend([tx.txid for tx in info.block.txs])
                     yield resp
                 if sub.dropped:
                     yield chain_pb2.SubscribeBlocksResponse(

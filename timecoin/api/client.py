@@ -158,11 +158,16 @@ class ApiClient:
         )
 
     async def subscribe_blocks(
-        self, *, include_transactions: bool = False
+        self, *, include_transactions: bool = False, include_txids: bool = False
     ) -> AsyncIterator[chain_pb2.SubscribeBlocksResponse]:
-        """Yield finalized blocks as they come (ends with a ``dropped`` message if cut off)."""
+        """Yield finalized blocks as they come (ends with a ``dropped`` message if cut off).
+
+        *include_txids* lists each block's txids in ``txids`` (block order).
+        """
         call = self.chain.SubscribeBlocks(
-            chain_pb2.SubscribeBlocksRequest(include_transactions=include_transactions)
+            chain_pb2.SubscribeBlocksRequest(
+                include_transactions=include_transactions, include_txids=include_txids
+            )
         )
         try:
             async for msg in call:

@@ -153,22 +153,26 @@ class GetValidatorSetResponse(_message.Message):
     def __init__(self, height: _Optional[int] = ..., validator_set: _Optional[_Union[_types_pb2.ValidatorSet, _Mapping]] = ..., total_power: _Optional[int] = ...) -> None: ...
 
 class SubscribeBlocksRequest(_message.Message):
-    __slots__ = ("include_transactions",)
+    __slots__ = ("include_transactions", "include_txids")
     INCLUDE_TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_TXIDS_FIELD_NUMBER: _ClassVar[int]
     include_transactions: bool
-    def __init__(self, include_transactions: _Optional[bool] = ...) -> None: ...
+    include_txids: bool
+    def __init__(self, include_transactions: _Optional[bool] = ..., include_txids: _Optional[bool] = ...) -> None: ...
 
 class SubscribeBlocksResponse(_message.Message):
-    __slots__ = ("block", "dropped", "height", "block_hash")
+    __slots__ = ("block", "dropped", "height", "block_hash", "txids")
     BLOCK_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     BLOCK_HASH_FIELD_NUMBER: _ClassVar[int]
+    TXIDS_FIELD_NUMBER: _ClassVar[int]
     block: _types_pb2.Block
     dropped: SubscriberDropped
     height: int
     block_hash: bytes
-    def __init__(self, block: _Optional[_Union[_types_pb2.Block, _Mapping]] = ..., dropped: _Optional[_Union[SubscriberDropped, _Mapping]] = ..., height: _Optional[int] = ..., block_hash: _Optional[bytes] = ...) -> None: ...
+    txids: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, block: _Optional[_Union[_types_pb2.Block, _Mapping]] = ..., dropped: _Optional[_Union[SubscriberDropped, _Mapping]] = ..., height: _Optional[int] = ..., block_hash: _Optional[bytes] = ..., txids: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class SubscriberDropped(_message.Message):
     __slots__ = ("reason", "last_height_sent")
