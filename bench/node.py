@@ -10,9 +10,17 @@ Prints, in one run:
   slope fitted over the readings (the first quarter also fills fixed-size buffers:
   memtables, caches; that step is printed apart).
 
-Usage: python bench/node.py [--txs 20000] [--utxos 1000000] [--rate 4000] [--clients 4]
+Usage: python bench/node.py [--txs 100000] [--utxos 1000000] [--rate 4000] [--clients 8]
+                            [--block-ms 500]
 The node runs in its own process (2 cores here: it shares them with this client,
 which also signs the transactions before the timed phase).
+
+Blocks every 500 ms by default, not the devnet's 1 s: the saturation figure is meant to
+measure the node's CPU, and at 1 s the chain's own limit binds first (2 MB blocks hold
+about 9,170 one-input payments, so 9,170 tx/s at most, whatever the CPU). The run prints
+that chain limit for the interval it uses; ``--block-ms 1000`` shows the devnet default.
+The throughput is counted from the first submission to the last finalization, tail
+included: ``--txs`` is large enough (100,000) that the last block's wait is a small part.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from common import (  # noqa: E402
 )
 
 from timecoin.api.client import ApiClient
+from timecoin.core.block import TX_FRAMING_BYTES
 from timecoin.core.params import ChainParams
 from timecoin.keyfile import read_key
 
@@ -90,6 +99,17 @@ class Node:
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(30)
+
+
+def chain_limit(params: ChainParams, txs: list, block_ms: int) -> str:
+    """Describe the most payments per second the chain's block limits allow at *block_ms*."""
+    size = sum(t.ByteSize() for t in txs) / len(txs) + TX_FRAMING_BYTES
+    per_block = min(int(params.max_block_bytes // size), params.max_block_txs - 1)
+    return (
+        f"  chain limit at {block_ms} ms blocks: {per_block * 1000 / block_ms:,.0f} tx/s "
+        f"({per_block:,} payments of {size:.0f} bytes per {params.max_block_bytes:,}-byte block; "
+        "a node can only go slower)"
+    )
 
 
 async def settled_rss(pid: int, block_ms: int) -> float:
@@ -142,6 +162,7 @@ async def run(ns: argparse.Namespace) -> None:
                 print(
                     "  (target >= 0.5: a finalized tx costs at most about two signature checks of CPU)"
                 )
+                print(chain_limit(params, txs, ns.block_ms))
                 if paced_txs:
                     await asyncio.sleep(3 * ns.block_ms / 1000)
                     title = (
@@ -199,15 +220,15 @@ async def run(ns: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--txs", type=int, default=20_000)
+    ap.add_argument("--txs", type=int, default=100_000)
     ap.add_argument(
         "--utxos",
         type=int,
         default=1_000_000,
         help="UTXO-set size for the RSS figure (read every quarter of it; slope fitted)",
     )
-    ap.add_argument("--clients", type=int, default=4)
-    ap.add_argument("--block-ms", type=int, default=1_000)
+    ap.add_argument("--clients", type=int, default=8, help="streams submitting at once")
+    ap.add_argument("--block-ms", type=int, default=500, help="block interval (devnet: 1000)")
     add_load_args(ap, rate=4_000, paced_batch=50)
     asyncio.run(run(ap.parse_args()))
 
