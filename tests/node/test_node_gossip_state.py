@@ -124,6 +124,11 @@ def test_next_height_waits_the_interval_minus_the_time_the_height_took(dev_home)
         assert interval * 0.6 <= node._next_start_delay_ms() <= interval * 0.7 + 1
         node._round0_at = time.monotonic() - interval * 5 / 1000  # a slow height
         assert node._next_start_delay_ms() == interval // 10  # the floor, not zero
+        # Every precommit in: no late one to wait for, a slow height goes straight on.
+        node._round0_at = time.monotonic() - interval * 5 / 1000
+        assert node._next_start_delay_ms(keep_pause=False) == 0
+        node._round0_at = time.monotonic() - interval * 0.3 / 1000  # the interval still holds
+        assert interval * 0.6 <= node._next_start_delay_ms(keep_pause=False) <= interval * 0.7 + 1
     finally:
         c.shutdown_resources()
 

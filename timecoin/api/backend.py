@@ -135,6 +135,13 @@ class BlockSubscription(Protocol):
         """Stop receiving blocks and free the queue."""
 
 
+LOOP_SLICE = 64
+"""Transactions handled per turn of the event loop when a batch is decoded or prechecked
+on it. Between slices the loop runs whatever else is ready, such as the consensus steps a
+block waits on: a 500-transaction batch in one turn held them for 5 ms, and with eight
+streams submitting the consensus path of one block waited about 150 ms in all."""
+
+
 class NodeBackend(Protocol):
     """The node as the client API sees it (implemented by the node, faked in tests)."""
 

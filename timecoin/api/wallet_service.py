@@ -19,6 +19,7 @@ are fixed 64 bytes).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Sequence
 
@@ -27,7 +28,7 @@ import grpc.aio
 from timecoin._proto.types.v1 import types_pb2
 from timecoin._proto.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from timecoin.api.auth import SubmitRateLimiter
-from timecoin.api.backend import NodeBackend
+from timecoin.api.backend import LOOP_SLICE, NodeBackend
 from timecoin.api.errors import (
     guard_stream_stream,
     guard_unary,
@@ -123,6 +124,8 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
         decoded: list[Transaction] = []
         slots: list[int] = []
         for n, msg in enumerate(msgs):
+            if n and not n % LOOP_SLICE:
+                await asyncio.sleep(0)  # see LOOP_SLICE
             try:
                 tx = self._decode(msg)
             except TimecoinError as err:

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from timecoin._proto.consensus.v1 import consensus_pb2
 from timecoin._proto.types.v1 import types_pb2
-from timecoin.api.backend import BlockBroadcaster, BlockInfo, BlockSubscription
+from timecoin.api.backend import LOOP_SLICE, BlockBroadcaster, BlockInfo, BlockSubscription
 from timecoin.consensus.engine import (
     BlockValidated,
     BroadcastProposal,
@@ -484,7 +484,12 @@ class Node:
         self._publish(BlockInfo(block, commit, proposed.block_bytes))
         self._observe_commit(block, time.perf_counter() - started)
         nh = height + 1
-        delay_ms = self._next_start_delay_ms()
+        # Every validator's precommit is in: none can arrive late (CometBFT's
+        # skip_timeout_commit), so the next height need not keep the pause.
+        everyone = len({s.validator_address for s in commit.signatures}) >= len(
+            self.chain.validators(height)
+        )
+        delay_ms = self._next_start_delay_ms(keep_pause=not everyone)
         self._feed(
             NewHeight(
                 nh,
@@ -494,19 +499,21 @@ class Node:
             )
         )
 
-    def _next_start_delay_ms(self) -> int:
+    def _next_start_delay_ms(self, *, keep_pause: bool = True) -> int:
         """Wait before the next height so blocks come once per block interval.
 
         The interval counts from the start of the height just decided, so the
         time spent building, voting and committing a block is not added on top
         of it (a busy devnet keeps ~1 block/s instead of 1 s + processing). A
-        tenth of the interval is always kept, CometBFT's ``timeout_commit`` in
-        small: late precommits still reach the next block's last commit.
+        tenth of the interval is kept even when the height took longer
+        (*keep_pause*), CometBFT's ``timeout_commit`` in small: late precommits
+        still reach the next block's last commit. Without late precommits to
+        wait for (every validator signed), a slow height goes straight on.
         """
         interval = self.engine.config.timeouts.commit_ms
         now = time.monotonic()
         spent_ms = (now - self._round0_at) * 1000
-        delay_ms = int(max(interval // 10, interval - spent_ms))
+        delay_ms = int(max(interval // 10 if keep_pause else 0, interval - spent_ms))
         self._round0_at = now + delay_ms / 1000
         return delay_ms
 
@@ -1116,12 +1123,16 @@ class Node:
         chain_id = self.params.chain_id
         pre: list[TimecoinError | None] = []
         todo: list[int] = []
+        items = []
         for i, tx in enumerate(txs):
+            if i and not i % LOOP_SLICE:
+                await asyncio.sleep(0)  # see LOOP_SLICE
             err = self._cheap_checks(tx)
             pre.append(err)
             if err is None:
                 todo.append(i)
-        flags = await procs.verify(chain_id, [item_of(txs[i]) for i in todo])
+                items.append(item_of(tx))
+        flags = await procs.verify(chain_id, items)
         if flags is None:  # the pool broke: the threads do it all
             return await self._on_verify_threads(txs, self._precheck)
         failed = [i for i, ok in zip(todo, flags, strict=True) if not ok]
