@@ -634,7 +634,7 @@ class Mempool:
         self._insert(entry)
         self._accepted_total += 1
         self._rejected.pop(txid, None)
-        return _new(AddResult, (txid, fee, size, fee * 1000 // size, tuple(evicted)))
+        return _new(AddResult, (txid, fee, size, entry.fee_rate, tuple(evicted)))
 
     def _victims(self, fee: int, size: int) -> list[bytes]:
         """Txids to evict so a (fee, size) newcomer fits; raise MempoolFull if it may not."""

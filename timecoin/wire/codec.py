@@ -36,7 +36,7 @@ from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from timecoin._proto.types.v1 import types_pb2 as pb
-from timecoin.core.address import decode_address, encode_address, parse_address
+from timecoin.core.address import decode_address, encode_address
 from timecoin.core.errors import BadPubkey, DecodeError, NonCanonical, Oversized, Reason
 from timecoin.core.keys import has_pubkey_shape, pubkey_hash, validate_pubkey
 from timecoin.core.types import (
@@ -240,7 +240,7 @@ def _tx_body_from_pb(
     """Convert a parsed TxBody message (shape checks only; see module docstring).
 
     The hottest decoder (every submitted transaction): named tuples are built
-    with ``_new`` and addresses go straight to the cached parser.
+    with ``_new``.
     """
     msg_inputs, msg_outputs = msg.inputs, msg.outputs
     _count(msg_inputs, limits.max_inputs, "inputs", Reason.TOO_MANY_ITEMS)
@@ -265,17 +265,8 @@ def _tx_body_from_pb(
             raise BadPubkey(
                 f"input {n}: public key must be 33-byte compressed, got {len(pubkey)} bytes"
             )
-        prev = i.prev_out
-        txid = prev.txid
-        if len(txid) != HASH_LEN:
-            _fixed(txid, HASH_LEN, "outpoint txid")  # raises
-        inputs.append(_new(TxIn, (_new(OutPoint, (txid, prev.index)), pubkey)))
-    outputs = []
-    for o in msg_outputs:
-        got, payload = parse_address(o.address)
-        if got is not network:
-            decode_address(o.address, network)  # raises with the networks named
-        outputs.append(_new(TxOut, (o.amount, payload)))
+        inputs.append(_new(TxIn, (_outpoint_from_pb(i.prev_out), pubkey)))
+    outputs = [_new(TxOut, (o.amount, decode_address(o.address, network))) for o in msg_outputs]
     masternode: MasternodeRegistration | MasternodeDeregistration | None = None
     if msg.HasField("masternode"):
         masternode = _masternode_from_pb(msg.masternode)
