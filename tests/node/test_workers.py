@@ -105,7 +105,7 @@ def test_killed_workers_fall_back_to_threads():
         try:
             assert await procs.verify("c", items) == b"\x01\x00"
             assert procs._pool is not None
-            for p in list(procs._pool._processes.values()):
+            for p in procs._pool._procs:
                 p.kill()
                 p.join()
             for _ in range(50):
@@ -133,7 +133,7 @@ def test_workers_leave_when_the_node_is_killed(tmp_path):
         "async def main():\n"
         "    procs = WorkerProcesses(1)\n"
         "    assert await procs.verify('c', [(bytes(32), (), ())]) == b'\\x00'\n"
-        "    print(*procs._pool._processes, flush=True)\n"
+        "    print(*procs._pool.pids, flush=True)\n"
         "    await asyncio.sleep(60)\n"
         "if __name__ == '__main__':\n"
         "    asyncio.run(main())\n"
@@ -154,6 +154,57 @@ def test_workers_leave_when_the_node_is_killed(tmp_path):
         raise AssertionError("the signature worker outlived its killed node")
     finally:
         node.kill()
+
+
+def test_a_worker_error_reaches_the_caller_and_the_pool_keeps_working():
+    async def main():
+        workers = WorkerProcesses(1)
+        try:
+            pool = await workers._executor(hashing=True)
+            with pytest.raises(ValueError, match="multiple of"):
+                await pool.call(elements_product, b"\x00" * 5)  # raised in the worker
+            assert await pool.call(elements_product, b"") == 1
+            assert not workers._broken
+        finally:
+            workers.close()
+
+    asyncio.run(main())
+
+
+def test_each_event_loop_gets_its_own_workers():
+    workers = WorkerProcesses(1)
+    items = [(bytes(32), (), ())]
+
+    async def verify():
+        assert await workers.verify("c", items) == b"\x00"
+        return workers._pool
+
+    try:
+        first = asyncio.run(verify())
+        second = asyncio.run(verify())  # the first loop is closed: its pool is replaced
+        assert first is not second
+        for p in first._procs:
+            p.join(10)  # its socket closed, the worker left by itself
+            assert p.exitcode == 0
+    finally:
+        workers.close()
+
+
+def test_closing_the_workers_answers_waiting_calls_with_none():
+    key = KeyPair.generate()
+    body = b"\x07" * 32
+    items = [(body, (key.pubkey,), (key.sign(tx_sign_digest("c", body)),))] * 20_000
+
+    async def main():
+        workers = WorkerProcesses(1)
+        waiting = asyncio.ensure_future(workers.verify("c", items))  # about a second of ECDSA
+        await asyncio.sleep(0.2)
+        workers.close()
+        result = await waiting
+        assert not workers._broken  # closed, not broken: no warning, no fallback forever
+        return result
+
+    assert asyncio.run(main()) is None
 
 
 def _elements(n: int) -> bytes:
@@ -195,7 +246,7 @@ def test_killed_hashing_workers_leave_the_products_to_the_node():
         parts = [_elements(200)]
         try:
             assert await workers.products(parts) == [elements_product(parts[0])]
-            for p in list(workers._hash_pool._processes.values()):
+            for p in workers._hash_pool._procs:
                 p.kill()
                 p.join()
             for _ in range(50):
