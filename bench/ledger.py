@@ -71,7 +71,7 @@ def bench_storage(n_keys: int, n_gets: int) -> tuple[float, float]:
             create_if_missing=True,
             lru_cache_size=64 * 1024 * 1024,
             bloom_filter_bits=10,
-            write_buffer_size=16 * 1024 * 1024,
+            write_buffer_size=64 * 1024 * 1024,
         )
         keys = [b"U" + rnd.randbytes(32) + b"\x00\x00\x00\x00" for _ in range(n_keys)]
         value = b"\x00" * 37

@@ -188,7 +188,7 @@ async def run(ns: argparse.Namespace) -> None:
         )
         print(
             f"RSS above baseline, first {first:,} UTXOs:     {rss_first - rss_base:10.1f} MB   "
-            "(fills fixed-size buffers: 16 MB memtable, caches)"
+            "(fills fixed-size buffers: 64 MB memtable, caches)"
         )
         if len(points) >= 2:
             # Least-squares slope over every reading: single readings swing by
