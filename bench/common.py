@@ -66,8 +66,13 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def raw_verifies_per_s(n: int = 5000) -> float:
-    """Raw libsecp256k1 ECDSA verifies per second on one core through coincurve."""
+def raw_verifies_per_s(n: int = 5000, rounds: int = 5) -> float:
+    """Raw libsecp256k1 ECDSA verifies per second on one core through coincurve.
+
+    The best of *rounds* rounds of *n* verifies, as ``timeit`` reports: on a
+    shared machine one round can lose a fifth of its speed to other work, and
+    the least disturbed round is what a core can do (the strictest baseline).
+    """
     from coincurve import PublicKey
     from coincurve.ecdsa import cdata_to_der, deserialize_compact
 
@@ -77,10 +82,13 @@ def raw_verifies_per_s(n: int = 5000) -> float:
     for _ in range(n):
         d = os.urandom(32)
         items.append((cdata_to_der(deserialize_compact(key.sign(d))), d))
-    t = time.perf_counter()
-    for der, d in items:
-        pub.verify(der, d, hasher=None)
-    return n / (time.perf_counter() - t)
+    best = float("inf")
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for der, d in items:
+            pub.verify(der, d, hasher=None)
+        best = min(best, time.perf_counter() - t)
+    return n / best
 
 
 async def fan_out(
