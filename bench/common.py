@@ -139,11 +139,23 @@ async def fan_out(
 
 
 def payments(params: ChainParams, wallet: KeyPair, coins: list[tuple[OutPoint, int]]) -> list:
-    """One signed 1-in-1-out payment per coin, as protobuf messages ready to submit."""
-    dest = KeyPair.generate().address_payload
+    """One signed 1-in-1-out payment per coin, as protobuf messages ready to submit.
+
+    Each pays a different address, as payments from many users do: the node's
+    cache of decoded addresses never answers for them (one shared address
+    would be decoded once and then always found there).
+    """
+    salt = os.urandom(16)
     return [
-        transaction_to_pb(build_transfer(params, wallet, [op], [(dest, amt - 1_000)]))
-        for op, amt in coins
+        transaction_to_pb(
+            build_transfer(
+                params,
+                wallet,
+                [op],
+                [(hashlib.sha256(salt + n.to_bytes(8, "big")).digest()[:20], amt - 1_000)],
+            )
+        )
+        for n, (op, amt) in enumerate(coins)
     ]
 
 
