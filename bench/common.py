@@ -8,6 +8,7 @@ import os
 import socket
 import statistics
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,6 +165,8 @@ class LoadResult:
     submitted: dict[bytes, float] = field(default_factory=dict)
     final: dict[bytes, float] = field(default_factory=dict)
     rejected: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    """Rejections by reason code."""
     start: float = 0.0
     accept_s: float = 0.0
     blocks: int = 0
@@ -178,8 +181,11 @@ class LoadResult:
         tps = n / (end - self.start) if n else 0.0
         lat = sorted(self.final[t] - self.submitted[t] for t in self.final)
         print(f"raw ECDSA verifies/s (1 core, this run):    {verifies:10,.0f}")
+        why = ", ".join(f"{reason} {count:,}" for reason, count in self.reasons.most_common())
         print(
-            f"submitted {total:,} txs in {self.accept_s:.2f} s ({total / self.accept_s:,.0f} tx/s accepted), rejected {self.rejected}"
+            f"submitted {total:,} txs in {self.accept_s:.2f} s "
+            f"({total / self.accept_s:,.0f} tx/s accepted), rejected {self.rejected}"
+            + (f" ({why})" if why else "")
         )
         print(f"finalized tx/s:                              {tps:10,.0f}   ({n:,} final)")
         if lat:
@@ -251,7 +257,10 @@ async def push_load(
                 yield b
 
         async for results in c.submit_stream(batches()):
-            res.rejected += sum(1 for _, err in results if err is not None)
+            for _, err in results:
+                if err is not None:
+                    res.rejected += 1
+                    res.reasons[err.reason.name] += 1
 
     task = asyncio.create_task(watcher())
     res.start = time.perf_counter()
