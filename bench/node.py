@@ -1,8 +1,12 @@
 """Node benchmark: signed transactions through gRPC into a real `timed serve --dev` process.
 
+The payments are 1-in-1-out, each to its own address (as payments from many users are), and
+spend the oldest coins of the UTXO set.
+
 Prints, in one run:
-- raw ECDSA verifies/s on one core (the baseline) and the ratio finalized tx/s : verifies/s
-  (target >= 0.5: a finalized transaction costs at most about two signature checks of CPU);
+- raw ECDSA verifies/s on one core (the baseline, best of five rounds) and the ratio
+  finalized tx/s : verifies/s (target >= 0.5: a finalized transaction costs at most about
+  two signature checks of CPU);
 - finalized tx/s, p50/p99 submit->final latency, node RSS, node CPU per finalized tx, first
   at saturation (``--txs`` sent as fast as the node accepts them), then under a steady
   paced load (``--rate`` tx/s), where latency is the node's own rather than queueing;
