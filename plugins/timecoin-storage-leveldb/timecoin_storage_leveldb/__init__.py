@@ -16,7 +16,7 @@ Options (``[storage.options]`` in the node config):
     misses, tx-index misses) cost no disk seek. 0 disables it.
 ``write_buffer_size`` (int bytes, default 64 MiB)
     Memtable size before a flush to a sorted table. Larger than LevelDB's 4 MiB
-    and Bitcoin Core's: a busy chain writes every block's bytes, coins, address
+    default: a busy chain writes every block's bytes, coins, address
     and tx-index entries and undo record (about 600 bytes per payment), and
     with a 1,000,000-coin store the compaction thread took 0.28 of a core at
     16 MiB and 0.13 at 64 MiB (``bench/node.py --txs 300000``). Costs up to
