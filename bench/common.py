@@ -164,7 +164,6 @@ def payments(params: ChainParams, wallet: KeyPair, coins: list[tuple[OutPoint, i
 class LoadResult:
     submitted: dict[bytes, float] = field(default_factory=dict)
     final: dict[bytes, float] = field(default_factory=dict)
-    rejected: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     """Rejections by reason code."""
     start: float = 0.0
@@ -174,6 +173,10 @@ class LoadResult:
     node_cpu_s: float = 0.0
     """CPU seconds the node processes used while the load ran (see ``push_load``)."""
     client_cpu_s: float = 0.0
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.reasons.values())
 
     def report(self, verifies: float, total: int) -> float:
         end = max(self.final.values(), default=time.perf_counter())
@@ -257,10 +260,7 @@ async def push_load(
                 yield b
 
         async for results in c.submit_stream(batches()):
-            for _, err in results:
-                if err is not None:
-                    res.rejected += 1
-                    res.reasons[err.reason.name] += 1
+            res.reasons.update(err.reason.name for _, err in results if err is not None)
 
     task = asyncio.create_task(watcher())
     res.start = time.perf_counter()

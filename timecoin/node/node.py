@@ -98,6 +98,14 @@ from timecoin.wire.codec import (
 log = logging.getLogger("timed.node")
 T = TypeVar("T")
 
+
+def _trace_pb(carrier: dict[str, str]) -> types_pb2.TraceContext:
+    """Return the W3C trace context of *carrier* as the wire message."""
+    return types_pb2.TraceContext(
+        traceparent=carrier.get("traceparent", ""), tracestate=carrier.get("tracestate", "")
+    )
+
+
 _PUNISHABLE = frozenset({Reason.BAD_SIGNATURE, Reason.UNKNOWN_VALIDATOR, Reason.MALFORMED})
 """Consensus rejections that prove a peer sent garbage (others are ordinary races)."""
 _MAX_BLOCKS_PER_HEIGHT = 8
@@ -748,21 +756,14 @@ class Node:
                 carrier = current_carrier()
             if carrier:
                 # Validators continue this trace when they validate the block.
-                msg.trace.traceparent = carrier.get("traceparent", "")
-                msg.trace.tracestate = carrier.get("tracestate", "")
+                msg.trace.CopyFrom(_trace_pb(carrier))
             if self._tx_traces:
                 # The block may reach a validator before a transaction's gossip does.
                 add = msg.proposal.tx_traces.add
                 for tx in cand.block.txs:
                     c = self._tx_traces.get(tx.txid)
                     if c is not None:
-                        add(
-                            txid=tx.txid,
-                            trace=types_pb2.TraceContext(
-                                traceparent=c.get("traceparent", ""),
-                                tracestate=c.get("tracestate", ""),
-                            ),
-                        )
+                        add(txid=tx.txid, trace=_trace_pb(c))
             cached = self._proposal_msg = (proposal, msg)
         if peer_id is None:
             self._broadcast(cached[1])
@@ -1224,10 +1225,7 @@ class Node:
         if self.tracing is not None:
             carrier = current_carrier()
             if carrier:
-                trace = types_pb2.TraceContext(
-                    traceparent=carrier.get("traceparent", ""),
-                    tracestate=carrier.get("tracestate", ""),
-                )
+                trace = _trace_pb(carrier)
                 for t, err in zip(txs, out, strict=True):
                     if err is None:
                         self._tx_traces[t.txid] = carrier
