@@ -38,10 +38,11 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from timecoin._proto.types.v1 import types_pb2 as pb
 from timecoin.core.address import decode_address, encode_address
 from timecoin.core.errors import BadPubkey, DecodeError, NonCanonical, Oversized, Reason
-from timecoin.core.keys import has_pubkey_shape, pubkey_hash, validate_pubkey
+from timecoin.core.keys import pubkey_hash, validate_pubkey
 from timecoin.core.types import (
     ADDRESS_PAYLOAD_LEN,
     HASH_LEN,
+    PUBKEY_LEN,
     SIGNATURE_LEN,
     Block,
     BlockHeader,
@@ -75,9 +76,12 @@ Python-level ``__new__``: fields in declaration order, one C call."""
 # --- generic helpers ----------------------------------------------------------
 
 
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
 def _as_bytes(data: object, limit: int, what: str) -> bytes:
     """Return *data* as bytes after checking its length against *limit* (before any copy)."""
-    if not isinstance(data, bytes | bytearray | memoryview):
+    if not isinstance(data, _BYTES_LIKE):
         raise DecodeError(f"{what}: expected bytes, got {type(data).__name__}")
     size = data.nbytes if isinstance(data, memoryview) else len(data)
     _check_size(size, limit, what)
@@ -105,10 +109,12 @@ def _reject_unknown(msg: Message, what: str) -> None:
 
 def _parse(cls: type[M], data: object, limit: int, what: str) -> M:
     """Parse bounded, untrusted *data* as *cls*; strict about size and unknown fields."""
-    raw = _as_bytes(data, limit, what)
-    msg = cls()
+    if type(data) is bytes and len(data) <= limit:
+        raw = data  # the common case, without _as_bytes's conversions
+    else:
+        raw = _as_bytes(data, limit, what)
     try:
-        msg.ParseFromString(raw)
+        msg = cls.FromString(raw)
     except Exception as exc:  # upb raises DecodeError, RuntimeError (depth), ...
         raise DecodeError(f"{what}: not a valid {cls.DESCRIPTOR.name}: {exc}") from None
     # Fast path: with unknown fields dropped, a message whose canonical size is
@@ -117,8 +123,7 @@ def _parse(cls: type[M], data: object, limit: int, what: str) -> M:
     # four times as much, so it is left to the rare encodings that differ.
     msg.DiscardUnknownFields()
     if msg.ByteSize() != len(raw):
-        msg = cls()
-        msg.ParseFromString(raw)
+        msg = cls.FromString(raw)
         _reject_unknown(msg, what)
     return cast(M, msg)
 
@@ -254,18 +259,23 @@ def _tx_body_from_pb(
         )
     inputs = []
     for n, i in enumerate(msg_inputs):
-        if not i.HasField("prev_out"):
-            raise DecodeError(f"input {n}: missing prev_out")
+        prev = i.prev_out
+        txid = prev.txid
+        if len(txid) != HASH_LEN:  # also what a missing prev_out reads as
+            if not i.HasField("prev_out"):
+                raise DecodeError(f"input {n}: missing prev_out")
+            _fixed(txid, HASH_LEN, "outpoint txid")  # raises
         pubkey = i.pubkey
-        # Shape only: the curve point is checked where the key is used, by its
-        # signature check (``core.tx.check_signatures`` raises BadPubkey), which
-        # every input passes before admission or inclusion; parsing it here too
-        # would cost a second point decompression per input on the API thread.
-        if not has_pubkey_shape(pubkey):
+        # Shape only (``has_pubkey_shape``, inline): the curve point is checked
+        # where the key is used, by its signature check
+        # (``core.tx.check_signatures`` raises BadPubkey), which every input
+        # passes before admission or inclusion; parsing it here too would cost
+        # a second point decompression per input on the API thread.
+        if len(pubkey) != PUBKEY_LEN or pubkey[0] not in (2, 3):
             raise BadPubkey(
                 f"input {n}: public key must be 33-byte compressed, got {len(pubkey)} bytes"
             )
-        inputs.append(_new(TxIn, (_outpoint_from_pb(i.prev_out), pubkey)))
+        inputs.append(_new(TxIn, (_new(OutPoint, (txid, prev.index)), pubkey)))
     outputs = [_new(TxOut, (o.amount, decode_address(o.address, network))) for o in msg_outputs]
     masternode: MasternodeRegistration | MasternodeDeregistration | None = None
     if msg.HasField("masternode"):
@@ -335,8 +345,9 @@ def _transaction_from_pb(
 
     *size* is ``msg.ByteSize()`` if the caller has it already.
     """
-    _count(msg.signatures, limits.max_inputs, "signatures", Reason.TOO_MANY_ITEMS)
     signatures = tuple(msg.signatures)  # repeated bytes: already immutable bytes
+    if len(signatures) > limits.max_inputs:  # bounded already by the message's size
+        _count(signatures, limits.max_inputs, "signatures", Reason.TOO_MANY_ITEMS)
     for n, s in enumerate(signatures):
         if len(s) != SIGNATURE_LEN:
             _signature(s, f"signature {n}")  # raises with the index in the message
