@@ -456,6 +456,36 @@ def test_block_template_builds_a_valid_block(chain):
     assert result.reward == t.reward == BLOCK_REWARD_UNITS + 2 * FEE
 
 
+def test_block_template_trusts_admitted_fees_but_not_spent_inputs(chain):
+    # Fees found at admission are taken as they are; whether each input is
+    # still unspent is not (a block since admission may have spent it).
+    chain.add()
+    proposer = chain.sets[2].validators[1]
+    paid = spend([(chain.genesis_outpoint(0), key(1))], [(50 * TIME - FEE, pkh(3))])
+    gone = spend([(OutPoint(b"\x77" * 32, 0), key(3))], [(TIME, pkh(5))])  # no such coin
+    first = spend([(chain.genesis_outpoint(1), key(2))], [(20 * TIME - 2 * FEE, pkh(4))])
+    rival = spend([(chain.genesis_outpoint(1), key(2))], [(20 * TIME - 3 * FEE, pkh(5))])
+    kw = dict(proposer=proposer, last_commit=chain.last_commit, make_coinbase=coinbase_tx)
+    args = (chain.context(), chain.view, chain.rules, chain.muhash)
+    t = build_block_template(
+        [paid, gone, first, rival], *args, **kw, admitted_fees=[FEE, 1, 2 * FEE, 3 * FEE]
+    )
+    assert t.txs[1:] == (paid, first) and t.fees == 3 * FEE
+    assert [(tx, e.reason) for tx, e in t.rejected] == [
+        (gone, R.MISSING_INPUT),
+        (rival, R.DOUBLE_SPEND),
+    ]
+    # The block is the one full validation of every candidate would have built.
+    full = build_block_template([paid, gone, first, rival], *args, **kw)
+    assert (full.txs, full.fees, full.utxo_commitment) == (t.txs, t.fees, t.utxo_commitment)
+    block = _block_from_template(chain, t, proposer, chain.last_commit)
+    assert chain.validate(block, expected_proposer=proposer.address).fees == 3 * FEE
+    with pytest.raises(ValueError, match="one per candidate"):
+        build_block_template([paid], *args, **kw, admitted_fees=[])
+    with pytest.raises(ValueError, match="signatures were checked"):
+        build_block_template([paid], *args, **kw, admitted_fees=[FEE], signatures_checked=False)
+
+
 def test_block_template_respects_limits(chain):
     txs = [
         spend([(chain.genesis_outpoint(i), key(k))], [(amt - FEE, pkh(3))])

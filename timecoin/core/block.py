@@ -58,6 +58,7 @@ from timecoin.core.errors import (
     BlockTransactionInvalid,
     DoubleSpend,
     InvalidBlock,
+    MissingInput,
     Reason,
     TimecoinError,
 )
@@ -491,6 +492,7 @@ def build_block_template(
     evidence: Sequence[Evidence] = (),
     make_coinbase: Callable[[int, Sequence[tuple[bytes, int]]], Transaction],
     signatures_checked: bool = True,
+    admitted_fees: Sequence[int] | None = None,
 ) -> BlockTemplate:
     """Return ``draft_block(...)`` finished with the UTXO commitment on top of *muhash*."""
     draft = draft_block(
@@ -503,6 +505,7 @@ def build_block_template(
         evidence=evidence,
         make_coinbase=make_coinbase,
         signatures_checked=signatures_checked,
+        admitted_fees=admitted_fees,
     )
     after = muhash.copy()
     apply_changes(after, draft.changes)
@@ -520,6 +523,7 @@ def draft_block(
     evidence: Sequence[Evidence] = (),
     make_coinbase: Callable[[int, Sequence[tuple[bytes, int]]], Transaction],
     signatures_checked: bool = True,
+    admitted_fees: Sequence[int] | None = None,
 ) -> BlockDraft:
     """Select *candidates* (in order) that are valid together and build the block contents.
 
@@ -534,6 +538,16 @@ def draft_block(
     stateless checks are not run again (the UTXO, fee and rules checks are).
     *last_commit* and *evidence* must already be verified (they come from
     this node's consensus).
+
+    ``admitted_fees[n]``, if given, is the fee of ``candidates[n]`` found by a
+    full ``validate_transaction`` at an earlier height (mempool admission).
+    Each input is then only checked to be still unspent: what else that
+    validation found about a transaction depends on nothing but the
+    transaction and the coins it spends, and a coin never changes while
+    unspent (no outpoint is created twice: a coinbase commits to its height,
+    any other body spends coins that exist only once), except coinbase
+    maturity, which only a later height can reach and a lower one cannot undo.
+    The rules plugins and the masternode registry are still asked.
     """
     params = ctx.params
     height = ctx.prev_height + 1
@@ -552,7 +566,12 @@ def draft_block(
     used = 0
     sig_ok = True if signatures_checked else None
     registry_probe: list[Transaction] = []
-    for tx in candidates:
+    if admitted_fees is not None and (
+        len(admitted_fees) != len(candidates) or not signatures_checked
+    ):
+        raise ValueError("admitted_fees: one per candidate, whose signatures were checked")
+    get_coin = overlay.get_coin
+    for n, tx in enumerate(candidates):
         if len(chosen) + 1 >= params.max_block_txs:
             break
         size = effective_size(tx) + TX_FRAMING_BYTES
@@ -562,11 +581,17 @@ def draft_block(
             if tx.is_coinbase:
                 raise BadCoinbase("a coinbase is not a mempool transaction")
             for txin in tx.body.inputs:
-                if overlay.is_spent_here(txin.prev_out):
-                    raise DoubleSpend(f"{txin.prev_out} already spent in this block")
-            fee = validate_transaction(
-                tx, overlay, height, params, sig_ok=sig_ok, prechecked=signatures_checked
-            )
+                op = txin.prev_out
+                if overlay.is_spent_here(op):
+                    raise DoubleSpend(f"{op} already spent in this block")
+                if admitted_fees is not None and get_coin(op) is None:
+                    raise MissingInput(f"{op} was spent or never existed")
+            if admitted_fees is None:
+                fee = validate_transaction(
+                    tx, overlay, height, params, sig_ok=sig_ok, prechecked=signatures_checked
+                )
+            else:
+                fee = admitted_fees[n]
             rules.validate_transaction(tx, overlay, height, params)
             if tx.body.masternode is not None:
                 validator_updates([*registry_probe, tx], ctx.next_validators, strict=True)

@@ -319,12 +319,14 @@ class ChainState:
         evidence: Sequence[DuplicateVoteEvidence] = (),
         *,
         signatures_checked: bool = True,
+        admitted_fees: Sequence[int] | None = None,
     ) -> BlockInProgress:
         """Select the next block's transactions and build all of it but the UTXO commitment.
 
         Cheap next to the commitment: the node computes that in its worker
         processes while this thread admits transactions, then calls
-        ``finish_block`` (``docs/architecture.md``).
+        ``finish_block`` (``docs/architecture.md``). *admitted_fees*: see
+        ``core.block.draft_block``.
         """
         height = self.height + 1
         proposer_v = self._sets[height].get(proposer)
@@ -340,6 +342,7 @@ class ChainState:
             evidence=evidence,
             make_coinbase=self._make_coinbase,
             signatures_checked=signatures_checked,
+            admitted_fees=admitted_fees,
         )
         return BlockInProgress(
             draft=draft,

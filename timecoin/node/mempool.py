@@ -746,8 +746,20 @@ class Mempool:
         Never returns two transactions spending the same outpoint or
         registering the same operator. Does not modify the pool.
         """
+        return self.select_with_fees(max_bytes, max_txs)[0]
+
+    def select_with_fees(self, max_bytes: int, max_txs: int) -> tuple[list[Transaction], list[int]]:
+        """``select_for_block``, with the fee admission found for each transaction.
+
+        Every pending transaction passed the pool's validator
+        (``core.tx.validate_transaction`` unless the pool was built with
+        another) against the coins it spends; the block builder takes these
+        fees rather than validating again (``core.block.draft_block``,
+        *admitted_fees*).
+        """
         with self._lock:
             chosen: list[Transaction] = []
+            fees: list[int] = []
             spent: set[OutPoint] = set()
             operators: set[bytes] = set()
             room = max_bytes
@@ -772,9 +784,10 @@ class Mempool:
                 if operator is not None:
                     operators.add(operator)
                 chosen.append(entry.tx)
+                fees.append(entry.fee)
                 room -= entry.size
                 skips = 0
-            return chosen
+            return chosen, fees
 
     def remove_committed(
         self, block_txs: Sequence[Transaction], view: UtxoView, height: int, now_ms: int

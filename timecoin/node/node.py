@@ -422,13 +422,18 @@ class Node:
     def _draft(self, height: int) -> BlockInProgress | None:
         if height != self.chain.height + 1 or self.address is None:
             return None
-        candidates = self.mempool.select_for_block(
+        candidates, fees = self.mempool.select_with_fees(
             self.params.max_block_bytes, self.params.max_block_txs - 1
         )
         evidence = tuple({evidence_element_hash(e): e for e in self._evidence}.values())
         try:
             return self.chain.draft_block(
-                self.address, now_ms(), self._last_commit, candidates, evidence
+                self.address,
+                now_ms(),
+                self._last_commit,
+                candidates,
+                evidence,
+                admitted_fees=fees,
             )
         except TimecoinError as exc:
             self._log_empty(height, len(candidates), exc)
