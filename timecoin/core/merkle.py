@@ -40,17 +40,24 @@ def node_hash(left: bytes, right: bytes) -> bytes:
 
 
 def _next_level(level: list[bytes]) -> list[bytes]:
-    up = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+    # node_hash inline: a block's tree hashes one node per transaction.
+    sha = hashlib.sha256
+    up = [sha(_NODE + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
     if len(level) % 2:
         up.append(level[-1])  # promoted, never duplicated
     return up
+
+
+def _leaves(leaves: Sequence[bytes]) -> list[bytes]:
+    sha = hashlib.sha256  # leaf_hash inline, as in _next_level
+    return [sha(_LEAF + x).digest() for x in leaves]
 
 
 def merkle_root(leaves: Sequence[bytes]) -> bytes:
     """Return the root of the tree over *leaves* (in order); ``EMPTY_ROOT`` if none."""
     if not leaves:
         return EMPTY_ROOT
-    level = [leaf_hash(x) for x in leaves]
+    level = _leaves(leaves)
     while len(level) > 1:
         level = _next_level(level)
     return level[0]
@@ -64,7 +71,7 @@ def merkle_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:
     """
     if not 0 <= index < len(leaves):
         raise IndexError(f"leaf index {index} out of range for {len(leaves)} leaves")
-    level = [leaf_hash(x) for x in leaves]
+    level = _leaves(leaves)
     proof: list[bytes] = []
     while len(level) > 1:
         sibling = index ^ 1

@@ -24,6 +24,7 @@ more, so a third-party backend that passes the conformance kit is a drop-in.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from operator import itemgetter
 from types import TracebackType
 from typing import Protocol, runtime_checkable
 
@@ -35,6 +36,11 @@ __all__ = [
     "key_bounds",
     "prefix_upper_bound",
 ]
+
+
+_key_of, _value_of = itemgetter(0), itemgetter(1)
+_BYTES = frozenset({bytes})
+_BYTES_OR_NONE = frozenset({bytes, type(None)})
 
 
 class WriteBatch:
@@ -70,17 +76,19 @@ class WriteBatch:
         """Append many puts (``(key, value)``) and deletes (``(key, None)``) in order.
 
         The same checks as ``put``/``delete``, without a method call per
-        operation: a block commit writes five or so per transaction.
+        operation (a block commit writes five or so per transaction): the
+        types of all keys and of all values are collected in C.
         """
-        for key, value in ops:
-            if type(key) is not bytes or (value is not None and type(value) is not bytes):
-                for k, v in ops:  # slow path: convert or raise like put/delete
-                    if v is None:
-                        self.delete(k)
-                    else:
-                        self.put(k, v)
-                return
-        self._ops.extend(ops)
+        if set(map(type, map(_key_of, ops))) <= _BYTES and (
+            set(map(type, map(_value_of, ops))) <= _BYTES_OR_NONE
+        ):
+            self._ops.extend(ops)
+            return
+        for k, v in ops:  # slow path: convert or raise like put/delete
+            if v is None:
+                self.delete(k)
+            else:
+                self.put(k, v)
 
     def delete(self, key: bytes) -> None:
         """Remove *key* (if present) when the batch is written."""

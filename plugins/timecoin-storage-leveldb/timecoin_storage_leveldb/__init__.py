@@ -232,11 +232,12 @@ class LevelDBStore:
             # filled, nothing is written. LevelDB then applies the batch as one
             # log record, so a crash leaves all of it or none of it.
             with self._db.write_batch(transaction=True, sync=sync) as wb:
+                put, delete = wb.put, wb.delete
                 for key, value in batch:
                     if value is None:
-                        wb.delete(key)
+                        delete(key)
                     else:
-                        wb.put(key, value)
+                        put(key, value)
         except _BACKEND_ERRORS as e:
             raise StorageError(f"leveldb write: {e}") from e
 
