@@ -46,7 +46,6 @@ from timecoin.core.errors import (
     WrongOwner,
 )
 from timecoin.core.keys import (
-    has_pubkey_shape,
     is_valid_signature,
     pubkey_hash,
     validate_pubkey,
@@ -57,6 +56,7 @@ from timecoin.core.types import (
     ADDRESS_PAYLOAD_LEN,
     HASH_LEN,
     MAX_MONEY_UNITS,
+    PUBKEY_LEN,
     SIGNATURE_LEN,
     MasternodeDeregistration,
     MasternodeRegistration,
@@ -94,7 +94,7 @@ def _check_outputs(outputs: Sequence[TxOut], params: ChainParams, *, coinbase: b
     dust = 1 if coinbase else max(1, params.dust_limit_units)
     for i, out in enumerate(outputs):
         amount = out.amount
-        if not _is_amount(amount):
+        if type(amount) is not int:  # _is_amount, inline
             raise InvalidTransaction(f"output {i} amount is not an integer", index=i)
         if amount > MAX_MONEY_UNITS:
             raise ValueOverflow(f"output {i} amount {amount} exceeds the money bound", index=i)
@@ -158,14 +158,17 @@ def validate_transaction_stateless(tx: Transaction, params: ChainParams) -> None
             raise BadSignature(f"signature {i} is {len(sig)} bytes, not 64", index=i)
     seen: set[OutPoint] = set()
     for i, txin in enumerate(body.inputs):
-        if txin.prev_out in seen:
-            raise DuplicateInput(f"input {i} spends {txin.prev_out} twice", index=i)
-        seen.add(txin.prev_out)
         op = txin.prev_out
-        if len(op.txid) != HASH_LEN or not _is_amount(op.index) or not 0 <= op.index <= _MAX_U32:
+        if op in seen:
+            raise DuplicateInput(f"input {i} spends {op} twice", index=i)
+        seen.add(op)
+        index = op.index
+        # _is_amount and has_pubkey_shape inline (every input of every submission).
+        if len(op.txid) != HASH_LEN or type(index) is not int or not 0 <= index <= _MAX_U32:
             # Range-checked here so no UTXO store ever has to encode an impossible key.
             raise InvalidTransaction(f"input {i} has a malformed outpoint", index=i)
-        if not has_pubkey_shape(txin.pubkey):
+        pubkey = txin.pubkey
+        if len(pubkey) != PUBKEY_LEN or pubkey[0] not in (2, 3):
             raise BadPubkey(f"input {i} pubkey must be 33-byte compressed", index=i)
     _check_outputs(body.outputs, params, coinbase=False)
     mn = body.masternode

@@ -248,9 +248,11 @@ def _tx_body_from_pb(
     with ``_new``.
     """
     msg_inputs, msg_outputs = msg.inputs, msg.outputs
-    _count(msg_inputs, limits.max_inputs, "inputs", Reason.TOO_MANY_ITEMS)
+    if len(msg_inputs) > limits.max_inputs:
+        _count(msg_inputs, limits.max_inputs, "inputs", Reason.TOO_MANY_ITEMS)  # raises
     max_outputs = limits.max_outputs if len(msg_inputs) else limits.max_coinbase_outputs
-    _count(msg_outputs, max_outputs, "outputs", Reason.TOO_MANY_ITEMS)
+    if len(msg_outputs) > max_outputs:
+        _count(msg_outputs, max_outputs, "outputs", Reason.TOO_MANY_ITEMS)  # raises
     memo = msg.memo
     if len(memo) > limits.max_memo_bytes:
         raise Oversized(
@@ -281,8 +283,8 @@ def _tx_body_from_pb(
     if msg.HasField("masternode"):
         masternode = _masternode_from_pb(msg.masternode)
     chain_id = msg.chain_id
-    if len(chain_id) * 4 > limits.max_chain_id_bytes:  # UTF-8: at most 4 bytes a character
-        _chain_id(chain_id, limits, "tx body")
+    if len(chain_id) > limits.max_chain_id_bytes or not chain_id.isascii():
+        _chain_id(chain_id, limits, "tx body")  # measures the UTF-8 bytes
     return _new(
         TxBody,
         (
