@@ -328,9 +328,10 @@ def validate_block(
     for i in range(1, len(txs)):
         tx = txs[i]
         try:
-            if tx.is_coinbase:
+            inputs = tx.body.inputs
+            if not inputs:  # tx.is_coinbase, inline
                 raise BadCoinbase("a coinbase is only valid as the first transaction")
-            for txin in tx.body.inputs:
+            for txin in inputs:
                 if overlay.is_spent_here(txin.prev_out):
                     raise DoubleSpend(f"{txin.prev_out} already spent in this block")
             fees += validate_transaction(tx, overlay, height, params, sig_ok=sig_ok)
@@ -578,9 +579,10 @@ def draft_block(
         if used + size > budget:
             continue  # a smaller one may still fit
         try:
-            if tx.is_coinbase:
+            inputs = tx.body.inputs
+            if not inputs:  # tx.is_coinbase, inline: once per candidate
                 raise BadCoinbase("a coinbase is not a mempool transaction")
-            for txin in tx.body.inputs:
+            for txin in inputs:
                 op = txin.prev_out
                 if overlay.is_spent_here(op):
                     raise DoubleSpend(f"{op} already spent in this block")

@@ -114,12 +114,22 @@ class UtxoOverlay:
 
     def apply_tx(self, tx: Transaction, height: int) -> None:
         """Spend *tx*'s inputs and add its outputs (no validity checks beyond existence)."""
-        for txin in tx.body.inputs:
-            self.spend(txin.prev_out)
-        cb = tx.is_coinbase
+        body = tx.body
+        inputs = body.inputs
+        spent, created = self._spent, self._created
+        for txin in inputs:  # ``spend``, inline: once per input of every block
+            outpoint = txin.prev_out
+            if outpoint in spent:
+                raise DoubleSpend(f"{outpoint} spent twice", outpoint=outpoint)
+            coin = created.get(outpoint)
+            if coin is None:
+                coin = self._base.get_coin(outpoint)
+                if coin is None:
+                    raise MissingInput(f"{outpoint} does not exist", outpoint=outpoint)
+            spent[outpoint] = coin
+        cb = not inputs  # a coinbase
         txid = tx.txid
-        created = self._created
-        for i, out in enumerate(tx.body.outputs):
+        for i, out in enumerate(body.outputs):
             # tuple.__new__: the named tuples' own __new__ is a Python call per output.
             op = _new(OutPoint, (txid, i))
             if op in created:

@@ -106,12 +106,13 @@ def validator_updates(
     }
     for i, tx in enumerate(txs):
         body = tx.body
-        for txin in body.inputs:
-            addr = by_collateral.pop(txin.prev_out, None)
-            if addr is not None:
-                entries.pop(addr, None)
+        if by_collateral:  # else no input can spend a collateral (the loop is per block tx)
+            for txin in body.inputs:
+                addr = by_collateral.pop(txin.prev_out, None)
+                if addr is not None:
+                    entries.pop(addr, None)
         mn = body.masternode
-        if isinstance(mn, MasternodeRegistration):
+        if mn is not None and isinstance(mn, MasternodeRegistration):
             v = registration_validator(tx, mn)
             if v.address in entries:
                 if strict:

@@ -543,28 +543,31 @@ class Mempool:
 
     def _check_cheap(self, tx: Transaction) -> int:
         """Run the checks that need neither a UTXO view nor signatures; return the tx's size."""
-        if tx.is_coinbase:
+        body = tx.body
+        inputs = body.inputs
+        if not inputs:  # tx.is_coinbase, without the property call (twice per admission)
             raise BadCoinbase("a coinbase is only valid as the first transaction of a block")
         size = effective_size(tx)
         if size > self.max_tx_bytes:
             raise Oversized(f"transaction is {size} bytes, mempool limit {self.max_tx_bytes}")
-        for i, txin in enumerate(tx.body.inputs):
+        entries, spent_by = self._entries, self._spent_by
+        for i, txin in enumerate(inputs):
             op = txin.prev_out
-            if op.txid in self._entries:
+            if op.txid in entries:
                 # Policy: no unconfirmed chains (module docstring).
                 raise MissingInput(
                     f"input {i} spends an output of pending {op.txid.hex()}; "
                     "wait until it is committed",
                     index=i,
                 )
-            other = self._spent_by.get(op)
+            other = spent_by.get(op)
             if other is not None:
                 raise DoubleSpend(
                     f"input {i} {op} is already spent by pending {other.hex()} (first seen wins)",
                     outpoint=op,
                     conflicting_txid=other,
                 )
-        operator = _operator(tx)
+        operator = None if body.masternode is None else _operator(tx)
         if operator is not None and operator in self._operators:
             raise BadPayload(
                 f"operator {operator.hex()} already has a pending registration "
@@ -627,9 +630,10 @@ class Mempool:
             evicted.append(v)
         txid = tx.txid
         # tuple.__new__ in field order: a named tuple's own __new__ is a Python call.
+        operator = None if tx.body.masternode is None else _operator(tx)
         entry = _new(
             MempoolEntry,
-            (tx, fee, size, now_ms, order_key(fee, size, txid), _spends(tx), _operator(tx)),
+            (tx, fee, size, now_ms, order_key(fee, size, txid), _spends(tx), operator),
         )
         self._insert(entry)
         self._accepted_total += 1
@@ -765,10 +769,11 @@ class Mempool:
             room = max_bytes
             skips = 0
             entries = self._entries
+            n = 0
             for key in self._order:
-                txid = _txid_of(key)
-                if len(chosen) >= max_txs or skips >= MAX_SELECT_SKIPS:
+                if n >= max_txs or skips >= MAX_SELECT_SKIPS:
                     break
+                txid = key[_RATE_BYTES:]  # _txid_of, inline
                 entry = entries[txid]
                 if entry.size > room:
                     skips += 1
@@ -785,6 +790,7 @@ class Mempool:
                     operators.add(operator)
                 chosen.append(entry.tx)
                 fees.append(entry.fee)
+                n += 1
                 room -= entry.size
                 skips = 0
             return chosen, fees
@@ -813,14 +819,15 @@ class Mempool:
         dropped: list[bytes] = []
         committed = self._committed
         for tx in block_txs:
-            if tx.is_coinbase:
+            inputs = tx.body.inputs
+            if not inputs:  # the coinbase
                 continue
             txid = tx.txid
             self._unlink(txid)
             self._rejected.pop(txid, None)
             committed[txid] = height
             committed.move_to_end(txid)
-            for txin in tx.body.inputs:
+            for txin in inputs:
                 op = txin.prev_out
                 other = self._spent_by.get(op)
                 if other is not None:
@@ -833,7 +840,7 @@ class Mempool:
                         now_ms,
                     )
                     dropped.append(other)
-            operator = _operator(tx)
+            operator = None if tx.body.masternode is None else _operator(tx)
             other = self._operators.get(operator) if operator is not None else None
             if other is not None:
                 self._drop(
