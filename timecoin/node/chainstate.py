@@ -453,7 +453,7 @@ class ChainState:
             height=height,
             block_hash=block.hash,
             block_bytes=block_bytes,
-            txids=tuple(tx.txid for tx in block.txs),
+            txids=tuple([tx.txid for tx in block.txs]),
             changes=result.changes,
             utxo_state=result.muhash.serialize(),
             commit_bytes=encode_commit(commit),

@@ -484,9 +484,8 @@ class ChainStore(ChainReader):
         """
         if len(record.block_hash) != HASH_LEN:
             raise StorageError(f"block hash must be {HASH_LEN} bytes")
-        for txid in record.txids:
-            if len(txid) != HASH_LEN:
-                raise StorageError(f"txid must be {HASH_LEN} bytes")
+        if not set(map(len, record.txids)) <= {HASH_LEN}:  # every length, in C
+            raise StorageError(f"txid must be {HASH_LEN} bytes")
         with self._write_lock:
             tip = self.tip()
             if tip is not None and record.height != tip.height + 1:
@@ -514,14 +513,10 @@ class ChainStore(ChainReader):
             spent = coin_records(record.changes.spent)
             created = coin_records(record.changes.created)
             op_end, pkh_at = OUTPOINT_LEN, COIN_RECORD.size - ADDRESS_PAYLOAD_LEN
-            for rec in spent:
-                op = rec[:op_end]
-                ops.append((P_COIN + op, None))
-                ops.append((P_ADDRESS + rec[pkh_at:] + op, None))
-            for rec in created:
-                op = rec[:op_end]
-                ops.append((P_COIN + op, rec[op_end:]))
-                ops.append((P_ADDRESS + rec[pkh_at:] + op, b""))
+            ops += [(P_COIN + r[:op_end], None) for r in spent]
+            ops += [(P_ADDRESS + r[pkh_at:] + r[:op_end], None) for r in spent]
+            ops += [(P_COIN + r[:op_end], r[op_end:]) for r in created]
+            ops += [(P_ADDRESS + r[pkh_at:] + r[:op_end], b"") for r in created]
             batch.extend(ops)
             prev_meta = tuple((key, self._get(P_META + key)) for key, _ in record.extra)
             undo = UndoRecord(
