@@ -116,19 +116,12 @@ class UtxoOverlay:
         """Spend *tx*'s inputs and add its outputs (no validity checks beyond existence)."""
         body = tx.body
         inputs = body.inputs
-        spent, created = self._spent, self._created
-        for txin in inputs:  # ``spend``, inline: once per input of every block
-            outpoint = txin.prev_out
-            if outpoint in spent:
-                raise DoubleSpend(f"{outpoint} spent twice", outpoint=outpoint)
-            coin = created.get(outpoint)
-            if coin is None:
-                coin = self._base.get_coin(outpoint)
-                if coin is None:
-                    raise MissingInput(f"{outpoint} does not exist", outpoint=outpoint)
-            spent[outpoint] = coin
+        spend = self.spend
+        for txin in inputs:
+            spend(txin.prev_out)
         cb = not inputs  # a coinbase
         txid = tx.txid
+        created = self._created
         for i, out in enumerate(body.outputs):
             # tuple.__new__: the named tuples' own __new__ is a Python call per output.
             op = _new(OutPoint, (txid, i))

@@ -112,7 +112,7 @@ def validator_updates(
                 if addr is not None:
                     entries.pop(addr, None)
         mn = body.masternode
-        if mn is not None and isinstance(mn, MasternodeRegistration):
+        if isinstance(mn, MasternodeRegistration):
             v = registration_validator(tx, mn)
             if v.address in entries:
                 if strict:

@@ -567,7 +567,7 @@ class Mempool:
                     outpoint=op,
                     conflicting_txid=other,
                 )
-        operator = None if body.masternode is None else _operator(tx)
+        operator = _operator(tx)
         if operator is not None and operator in self._operators:
             raise BadPayload(
                 f"operator {operator.hex()} already has a pending registration "
@@ -630,10 +630,9 @@ class Mempool:
             evicted.append(v)
         txid = tx.txid
         # tuple.__new__ in field order: a named tuple's own __new__ is a Python call.
-        operator = None if tx.body.masternode is None else _operator(tx)
         entry = _new(
             MempoolEntry,
-            (tx, fee, size, now_ms, order_key(fee, size, txid), _spends(tx), operator),
+            (tx, fee, size, now_ms, order_key(fee, size, txid), _spends(tx), _operator(tx)),
         )
         self._insert(entry)
         self._accepted_total += 1
@@ -769,12 +768,10 @@ class Mempool:
             room = max_bytes
             skips = 0
             entries = self._entries
-            n = 0
             for key in self._order:
-                if n >= max_txs or skips >= MAX_SELECT_SKIPS:
+                if len(chosen) >= max_txs or skips >= MAX_SELECT_SKIPS:
                     break
-                txid = key[_RATE_BYTES:]  # _txid_of, inline
-                entry = entries[txid]
+                entry = entries[_txid_of(key)]
                 if entry.size > room:
                     skips += 1
                     continue
@@ -790,7 +787,6 @@ class Mempool:
                     operators.add(operator)
                 chosen.append(entry.tx)
                 fees.append(entry.fee)
-                n += 1
                 room -= entry.size
                 skips = 0
             return chosen, fees
@@ -840,7 +836,7 @@ class Mempool:
                         now_ms,
                     )
                     dropped.append(other)
-            operator = None if tx.body.masternode is None else _operator(tx)
+            operator = _operator(tx)
             other = self._operators.get(operator) if operator is not None else None
             if other is not None:
                 self._drop(

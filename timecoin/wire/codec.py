@@ -263,10 +263,9 @@ def _tx_body_from_pb(
     for n, i in enumerate(msg_inputs):
         prev = i.prev_out
         txid = prev.txid
-        if len(txid) != HASH_LEN:  # also what a missing prev_out reads as
-            if not i.HasField("prev_out"):
-                raise DecodeError(f"input {n}: missing prev_out")
-            _fixed(txid, HASH_LEN, "outpoint txid")  # raises
+        # A missing prev_out reads as an empty txid: HasField only when it is short.
+        if len(txid) != HASH_LEN and not i.HasField("prev_out"):
+            raise DecodeError(f"input {n}: missing prev_out")
         pubkey = i.pubkey
         # Shape only (``has_pubkey_shape``, inline): the curve point is checked
         # where the key is used, by its signature check
@@ -277,6 +276,8 @@ def _tx_body_from_pb(
             raise BadPubkey(
                 f"input {n}: public key must be 33-byte compressed, got {len(pubkey)} bytes"
             )
+        if len(txid) != HASH_LEN:
+            _fixed(txid, HASH_LEN, "outpoint txid")  # raises
         inputs.append(_new(TxIn, (_new(OutPoint, (txid, prev.index)), pubkey)))
     outputs = [_new(TxOut, (o.amount, decode_address(o.address, network))) for o in msg_outputs]
     masternode: MasternodeRegistration | MasternodeDeregistration | None = None
