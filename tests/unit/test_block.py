@@ -480,6 +480,9 @@ def test_block_template_trusts_admitted_fees_but_not_spent_inputs(chain):
     assert (full.txs, full.fees, full.utxo_commitment) == (t.txs, t.fees, t.utxo_commitment)
     block = _block_from_template(chain, t, proposer, chain.last_commit)
     assert chain.validate(block, expected_proposer=proposer.address).fees == 3 * FEE
+    # Taken as given, not recomputed: the block builder's contract with the pool.
+    given = build_block_template([paid, first], *args, **kw, admitted_fees=[FEE + 7, 2 * FEE])
+    assert given.fees == 3 * FEE + 7
     with pytest.raises(ValueError, match="one per candidate"):
         build_block_template([paid], *args, **kw, admitted_fees=[])
     with pytest.raises(ValueError, match="signatures were checked"):

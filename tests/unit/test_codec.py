@@ -209,6 +209,24 @@ def test_tx_body_shape_rejections(
         codec.decode_tx_body(m.SerializeToString(), NET)
 
 
+def test_input_errors_name_the_first_problem_in_field_order() -> None:
+    # A missing prev_out is named as such (its empty txid is not "the wrong
+    # length"), and a bad key is reported before a short outpoint txid.
+    m = _body_msg()
+    m.inputs[0].ClearField("prev_out")
+    with pytest.raises(DecodeError, match="missing prev_out"):
+        codec.decode_tx_body(m.SerializeToString(), NET)
+    m = _body_msg()
+    m.inputs[0].prev_out.txid = b"\x01" * 31
+    m.inputs[0].pubkey = b"\x04" + bytes(32)
+    with pytest.raises(BadPubkey):
+        codec.decode_tx_body(m.SerializeToString(), NET)
+    m.inputs[0].pubkey = key(1).pubkey
+    with pytest.raises(DecodeError, match="outpoint txid must be 32 bytes") as info:
+        codec.decode_tx_body(m.SerializeToString(), NET)
+    assert not isinstance(info.value, BadPubkey)
+
+
 def test_chain_id_is_bounded_in_bytes_not_characters() -> None:
     m = _body_msg()
     m.chain_id = "\U0001f600" * 16  # 64 bytes: the limit
