@@ -356,6 +356,29 @@ def test_a_coin_read_before_a_commit_is_not_cached_after_it(store: ChainStore):
     assert store.get_coin(op) is None
 
 
+def test_get_coin_does_not_cache_a_coin_a_commit_spent_while_it_read():
+    class CommitDuringRead(CountingKV):
+        during_read = None
+
+        def get(self, key):
+            value = super().get(key)
+            hook, self.during_read = self.during_read, None
+            if hook is not None:
+                hook()  # as if a block committed between the read and the caching
+            return value
+
+    kv = CommitDuringRead(MemoryStore())
+    store = ChainStore(kv)
+    chain = make_chain(3)
+    for record in chain[:2]:
+        store.commit_block(record)
+    op, coin = chain[2].changes.spent[0]
+    store._unspent.clear()
+    kv.during_read = lambda: store.commit_block(chain[2])
+    assert store.get_coin(op) == coin  # what the read saw, before the block
+    assert store.get_coin(op) is None  # and the cache did not keep it
+
+
 def test_coins_cache_is_bounded_and_emptied_by_disconnect(tmp_path: Path):
     store = ChainStore(LevelDBStore(tmp_path / "db"), unspent_cache=8)
     chain = make_chain(6, coins_per_block=10)

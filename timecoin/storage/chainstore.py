@@ -436,7 +436,14 @@ class ChainStore(ChainReader):
         gen = self._unspent_gen
         coin = ChainReader.get_coin(self, outpoint)
         if coin is not None and self._unspent_max:
-            self._remember(gen, ((outpoint, coin),))
+            # ``_remember`` for one coin, written out: a miss is one per input
+            # of every admitted transaction spending a coin older than the cache.
+            with self._unspent_lock:
+                if gen == self._unspent_gen:
+                    cache = self._unspent
+                    cache[outpoint] = coin
+                    if len(cache) > self._unspent_max:
+                        self._evict()
         return coin
 
     def _remember(self, gen: int | None, coins: Iterable[tuple[OutPoint, Coin]]) -> None:
@@ -452,10 +459,18 @@ class ChainStore(ChainReader):
             if gen is not None and gen != self._unspent_gen:
                 return
             cache.update(coins)
-            excess = len(cache) - self._unspent_max
-            if excess > 0:  # drop the oldest entries, a quarter of the bound at a time
-                for op in list(islice(cache, excess + self._unspent_max // 4)):
-                    del cache[op]
+            if len(cache) > self._unspent_max:
+                self._evict()
+
+    def _evict(self) -> None:
+        """Drop the oldest cached coins, a quarter of the bound more than the excess.
+
+        Called with the cache's lock held.
+        """
+        cache = self._unspent
+        excess = len(cache) - self._unspent_max
+        for op in list(islice(cache, excess + self._unspent_max // 4)):
+            del cache[op]
 
     def _begin_coin_write(self) -> None:
         with self._unspent_lock:
