@@ -57,6 +57,35 @@ def cpu_seconds(pid: int) -> float:
     return own + sum(cpu_seconds(child) for child in _children(pid))
 
 
+def run_queue_seconds(pid: int) -> float:
+    """Seconds the live threads of *pid* and its live children spent runnable, waiting for a core.
+
+    The second field of each thread's ``/proc/<pid>/task/<tid>/schedstat``. On a
+    machine whose cores are all busy, a node thread that holds the interpreter
+    lock while it waits for a core stalls every other thread of its process.
+    """
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # the thread ended, or no schedstat on this kernel
+    except OSError:
+        return 0.0
+    return total / 1e9 + sum(run_queue_seconds(child) for child in _children(pid))
+
+
+def busy_cores() -> tuple[int, int]:
+    """Return (busy, total) jiffies of all cores from ``/proc/stat`` (idle and iowait idle)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal
+    return total - fields[3] - fields[4], total
+
+
 def _children(pid: int) -> list[int]:
     out: list[int] = []
     try:
@@ -173,6 +202,11 @@ class LoadResult:
     node_cpu_s: float = 0.0
     """CPU seconds the node processes used while the load ran (see ``push_load``)."""
     client_cpu_s: float = 0.0
+    node_wait_s: float = 0.0
+    """Seconds the node's threads waited for a core while the load ran."""
+    busy: float = 0.0
+    """Share of all the machine's cores busy while the load ran (any process)."""
+    load_s: float = 0.0
 
     @property
     def rejected(self) -> int:
@@ -204,6 +238,11 @@ class LoadResult:
                 f"(= {per_tx * verifies / 1e6:.1f} raw verifies; bench client used "
                 f"{self.client_cpu_s:.1f} CPU s of the same 2 cores)"
             )
+        if self.load_s and self.busy:
+            print(
+                f"cores busy (all processes):                  {self.busy * 100:7.0f} %    "
+                f"(node threads waited {self.node_wait_s / self.load_s:.2f} s per s for a core)"
+            )
         return tps
 
 
@@ -228,6 +267,8 @@ async def push_load(
     """
     res = LoadResult()
     cpu0 = [cpu_seconds(p) for p in node_pids]
+    wait0 = [run_queue_seconds(p) for p in node_pids]
+    busy0, total0 = busy_cores()
     client0 = time.process_time()
     done = asyncio.Event()
 
@@ -274,6 +315,10 @@ async def push_load(
         pass
     res.node_cpu_s = sum(cpu_seconds(p) - c for p, c in zip(node_pids, cpu0, strict=True))
     res.client_cpu_s = time.process_time() - client0
+    res.node_wait_s = sum(run_queue_seconds(p) - w for p, w in zip(node_pids, wait0, strict=True))
+    busy1, total1 = busy_cores()
+    res.busy = (busy1 - busy0) / (total1 - total0) if total1 > total0 else 0.0
+    res.load_s = time.perf_counter() - res.start
     task.cancel()
     return res
 
