@@ -10,6 +10,9 @@ Prints, in one run:
 - finalized tx/s, p50/p99 submit->final latency, node RSS, node CPU per finalized tx, first
   at saturation (``--txs`` sent as fast as the node accepts them), then under a steady
   paced load (``--rate`` tx/s), where latency is the node's own rather than queueing;
+- how busy the machine's cores were during each load, and how long the node's threads
+  waited for a core (``/proc/<tid>/schedstat``): a thread holding the interpreter lock
+  while it waits stalls its whole process;
 - node RSS per 100K UTXOs: RSS is read after the first quarter of ``--utxos`` coins and
   then at every eighth, and the slope fitted over the readings of the second half (the
   first half also fills fixed-size buffers: the 64 MiB memtable, the coin and block caches;
