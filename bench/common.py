@@ -217,7 +217,9 @@ class LoadResult:
         n = len(self.final)
         tps = n / (end - self.start) if n else 0.0
         lat = sorted(self.final[t] - self.submitted[t] for t in self.final)
-        print(f"raw ECDSA verifies/s (1 core, this run):    {verifies:10,.0f}")
+        print(
+            f"raw ECDSA verifies/s (1 core, this run):    {verifies:10,.0f}   (best before and after)"
+        )
         why = ", ".join(f"{reason} {count:,}" for reason, count in self.reasons.most_common())
         print(
             f"submitted {total:,} txs in {self.accept_s:.2f} s "
@@ -358,5 +360,9 @@ async def load_phase(
         node_pids=node_pids,
         rate=ns.rate if paced else 0.0,
     )
-    res.report(verifies, len(txs))
+    # The baseline again, with the load over: a shared machine's cores change
+    # speed during a run (one read 20,817 verifies/s at its start, against
+    # 25,500-27,000 in the other runs that day), and the faster reading is
+    # the stricter baseline.
+    res.report(max(verifies, raw_verifies_per_s()), len(txs))
     return res

@@ -135,7 +135,7 @@ def main() -> None:
     ap.add_argument("--block-ms", type=int, default=1_000)
     add_load_args(ap, rate=2_000, paced_batch=25, rate_seconds=20.0)
     ns = ap.parse_args()
-    verifies = raw_verifies_per_s()  # measured before the nodes start, on an idle core
+    verifies = raw_verifies_per_s()  # before the nodes start; again after each load (the higher)
     tmp = Path(tempfile.mkdtemp(prefix="timed-bench-localnet-"))
     base = free_port() // 2 * 2
     configs = write_testnet(tmp, ns.validators, base_port=base, block_interval_ms=ns.block_ms)

@@ -4,7 +4,8 @@ The payments are 1-in-1-out, each to its own address (as payments from many user
 spend the oldest coins of the UTXO set.
 
 Prints, in one run:
-- raw ECDSA verifies/s on one core (the baseline, best of five rounds) and the ratio
+- raw ECDSA verifies/s on one core (the baseline: best of five rounds, measured before the
+  node starts and again after each load, the higher reading used) and the ratio
   finalized tx/s : verifies/s (target >= 0.5: a finalized transaction costs at most about
   two signature checks of CPU);
 - finalized tx/s, p50/p99 submit->final latency, node RSS, node CPU per finalized tx, first
