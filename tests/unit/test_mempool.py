@@ -631,6 +631,25 @@ def test_failpoint_mid_recheck_leaves_pool_consistent():
     assert [t.txid for t in pool.select_for_block(10_000, 10)] == list(pool)
 
 
+def test_fee_order_after_small_and_large_blocks():
+    # A block taking a few of the pool removes their keys one by one; one taking
+    # most of it rebuilds the order from what stays. Both leave the same order.
+    view = _Coins()
+    pool = _pool()
+    txs = [_fake([_op(i)], fee=1_000 + 7 * i) for i in range(12)]
+    for tx in txs:
+        pool.add(tx, view, H, NOW)
+    best_first = [tx.txid for tx in reversed(txs)]
+    for block in ([txs[5]], txs[:9]):
+        view.spent.update(i.prev_out for t in block for i in t.body.inputs)
+        pool.remove_committed(block, view, H + 1, NOW)
+        gone = {t.txid for t in block}
+        best_first = [t for t in best_first if t not in gone]
+        assert list(pool) == best_first
+        assert [t.txid for t in pool.select_for_block(10_000, 20)] == best_first
+    assert best_first == [txs[11].txid, txs[10].txid, txs[9].txid]
+
+
 def test_concurrent_adds_from_threads_keep_invariants():
     import threading
 

@@ -675,12 +675,19 @@ class Mempool:
             self._operators[entry.operator] = tx.txid
         self._bytes += entry.size
 
-    def _unlink(self, txid: bytes) -> MempoolEntry | None:
-        """Remove *txid* from every index; return its entry (None if not pending)."""
+    def _unlink(self, txid: bytes, order_keys: list[bytes] | None = None) -> MempoolEntry | None:
+        """Remove *txid* from every index; return its entry (None if not pending).
+
+        With *order_keys*, its fee-order key is appended there instead, for the
+        caller to remove with the others (``_forget_order``).
+        """
         entry = self._entries.pop(txid, None)
         if entry is None:
             return None
-        self._order.remove(entry.order_key)
+        if order_keys is None:
+            self._order.remove(entry.order_key)
+        else:
+            order_keys.append(entry.order_key)
         spent_by = self._spent_by
         for op in entry.spends:
             if spent_by.get(op) == txid:
@@ -691,6 +698,20 @@ class Mempool:
         self._bytes -= entry.size
         self._epoch += 1
         return entry
+
+    def _forget_order(self, keys: list[bytes]) -> None:
+        """Remove *keys* from the fee order: one by one, or by rebuilding it without them.
+
+        A block at saturation takes most of the pool. Removing each key from the
+        sorted list costs about 0.9 us; sorting what stays, about 0.2 us per key gone.
+        """
+        order = self._order
+        if len(keys) * 4 > len(order):
+            gone = set(keys)
+            self._order = SortedList([key for key in order if key not in gone])
+        else:
+            for key in keys:
+                order.remove(key)
 
     def _drop(self, txid: bytes, exc: TimecoinError, kind: DropKind, now_ms: int) -> None:
         entry = self._unlink(txid)
@@ -814,12 +835,56 @@ class Mempool:
     ) -> list[bytes]:
         dropped: list[bytes] = []
         committed = self._committed
+        included: list[bytes] = []  # fee-order keys, removed together after the loop
+        try:
+            self._unlink_committed(block_txs, height, now_ms, included, dropped)
+        finally:
+            self._forget_order(included)
+        while len(committed) > self._recent_committed_max:
+            committed.popitem(last=False)
+
+        failpoints.hit("mempool_flush.mid")
+        # The conflict pass above drops every pending spend of a coin this block
+        # spent. Only when blocks were not all seen (first block after start, a
+        # height gap) can an input be gone unnoticed: then every pending input is
+        # looked up once. Doing that after every block would cost one store read
+        # per pending input per block: 20,000 reads a second on a busy devnet.
+        seen_all = self._height is not None and height == self._height + 1
+        self._height = height
+        get_coin = view.get_coin
+        for txid, entry in () if seen_all else list(self._entries.items()):
+            for txin in entry.tx.body.inputs:
+                if get_coin(txin.prev_out) is None:
+                    self._drop(
+                        txid,
+                        MissingInput(f"input {txin.prev_out} is no longer unspent"),
+                        DropKind.INVALIDATED,
+                        now_ms,
+                    )
+                    dropped.append(txid)
+                    break
+        dropped.extend(self._expire(now_ms))
+        return dropped
+
+    def _unlink_committed(
+        self,
+        block_txs: Sequence[Transaction],
+        height: int,
+        now_ms: int,
+        included: list[bytes],
+        dropped: list[bytes],
+    ) -> None:
+        """Unlink a committed block's transactions and drop what conflicts with them.
+
+        Their fee-order keys go to *included*; the txids dropped, to *dropped*.
+        """
+        committed = self._committed
         for tx in block_txs:
             inputs = tx.body.inputs
             if not inputs:  # the coinbase
                 continue
             txid = tx.txid
-            self._unlink(txid)
+            self._unlink(txid, included)
             self._rejected.pop(txid, None)
             committed[txid] = height
             committed.move_to_end(txid)
@@ -846,31 +911,6 @@ class Mempool:
                     now_ms,
                 )
                 dropped.append(other)
-        while len(committed) > self._recent_committed_max:
-            committed.popitem(last=False)
-
-        failpoints.hit("mempool_flush.mid")
-        # The conflict pass above drops every pending spend of a coin this block
-        # spent. Only when blocks were not all seen (first block after start, a
-        # height gap) can an input be gone unnoticed: then every pending input is
-        # looked up once. Doing that after every block would cost one store read
-        # per pending input per block: 20,000 reads a second on a busy devnet.
-        seen_all = self._height is not None and height == self._height + 1
-        self._height = height
-        get_coin = view.get_coin
-        for txid, entry in () if seen_all else list(self._entries.items()):
-            for txin in entry.tx.body.inputs:
-                if get_coin(txin.prev_out) is None:
-                    self._drop(
-                        txid,
-                        MissingInput(f"input {txin.prev_out} is no longer unspent"),
-                        DropKind.INVALIDATED,
-                        now_ms,
-                    )
-                    dropped.append(txid)
-                    break
-        dropped.extend(self._expire(now_ms))
-        return dropped
 
     def expire(self, now_ms: int) -> list[bytes]:
         """Drop transactions pending for ``expiry_ms`` or longer; return their txids."""
