@@ -837,7 +837,38 @@ class Mempool:
         committed = self._committed
         included: list[bytes] = []  # fee-order keys, removed together after the loop
         try:
-            self._unlink_committed(block_txs, height, now_ms, included, dropped)
+            for tx in block_txs:
+                inputs = tx.body.inputs
+                if not inputs:  # the coinbase
+                    continue
+                txid = tx.txid
+                self._unlink(txid, included)
+                self._rejected.pop(txid, None)
+                committed[txid] = height
+                committed.move_to_end(txid)
+                for txin in inputs:
+                    op = txin.prev_out
+                    other = self._spent_by.get(op)
+                    if other is not None:
+                        self._drop(
+                            other,
+                            DoubleSpend(
+                                f"{op} was spent by {txid.hex()} at height {height}", outpoint=op
+                            ),
+                            DropKind.CONFLICT,
+                            now_ms,
+                        )
+                        dropped.append(other)
+                operator = _operator(tx)
+                other = self._operators.get(operator) if operator is not None else None
+                if other is not None:
+                    self._drop(
+                        other,
+                        BadPayload(f"operator registered by {txid.hex()} at height {height}"),
+                        DropKind.CONFLICT,
+                        now_ms,
+                    )
+                    dropped.append(other)
         finally:
             self._forget_order(included)
         while len(committed) > self._recent_committed_max:
@@ -865,52 +896,6 @@ class Mempool:
                     break
         dropped.extend(self._expire(now_ms))
         return dropped
-
-    def _unlink_committed(
-        self,
-        block_txs: Sequence[Transaction],
-        height: int,
-        now_ms: int,
-        included: list[bytes],
-        dropped: list[bytes],
-    ) -> None:
-        """Unlink a committed block's transactions and drop what conflicts with them.
-
-        Their fee-order keys go to *included*; the txids dropped, to *dropped*.
-        """
-        committed = self._committed
-        for tx in block_txs:
-            inputs = tx.body.inputs
-            if not inputs:  # the coinbase
-                continue
-            txid = tx.txid
-            self._unlink(txid, included)
-            self._rejected.pop(txid, None)
-            committed[txid] = height
-            committed.move_to_end(txid)
-            for txin in inputs:
-                op = txin.prev_out
-                other = self._spent_by.get(op)
-                if other is not None:
-                    self._drop(
-                        other,
-                        DoubleSpend(
-                            f"{op} was spent by {txid.hex()} at height {height}", outpoint=op
-                        ),
-                        DropKind.CONFLICT,
-                        now_ms,
-                    )
-                    dropped.append(other)
-            operator = _operator(tx)
-            other = self._operators.get(operator) if operator is not None else None
-            if other is not None:
-                self._drop(
-                    other,
-                    BadPayload(f"operator registered by {txid.hex()} at height {height}"),
-                    DropKind.CONFLICT,
-                    now_ms,
-                )
-                dropped.append(other)
 
     def expire(self, now_ms: int) -> list[bytes]:
         """Drop transactions pending for ``expiry_ms`` or longer; return their txids."""
