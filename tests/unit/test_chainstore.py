@@ -356,7 +356,7 @@ def test_a_coin_read_before_a_commit_is_not_cached_after_it(store: ChainStore):
     assert store.get_coin(op) is None
 
 
-def test_get_coin_does_not_cache_a_coin_a_commit_spent_while_it_read():
+def test_get_coin_does_not_cache_a_coin_a_commit_spent_while_it_read(tmp_path: Path):
     class CommitDuringRead(CountingKV):
         during_read = None
 
@@ -367,7 +367,7 @@ def test_get_coin_does_not_cache_a_coin_a_commit_spent_while_it_read():
                 hook()  # as if a block committed between the read and the caching
             return value
 
-    kv = CommitDuringRead(MemoryStore())
+    kv = CommitDuringRead(LevelDBStore(tmp_path / "db"))
     store = ChainStore(kv)
     chain = make_chain(3)
     for record in chain[:2]:
@@ -377,6 +377,7 @@ def test_get_coin_does_not_cache_a_coin_a_commit_spent_while_it_read():
     kv.during_read = lambda: store.commit_block(chain[2])
     assert store.get_coin(op) == coin  # what the read saw, before the block
     assert store.get_coin(op) is None  # and the cache did not keep it
+    store.close()
 
 
 def test_coins_cache_is_bounded_and_emptied_by_disconnect(tmp_path: Path):
