@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -105,6 +106,11 @@ class Node:
             await asyncio.sleep(0.2)
         raise RuntimeError("node did not start:\n" + (self.home / "node.log").read_text())
 
+    def code(self) -> str:
+        """What the node runs: compiled, source or stale (its "Node starting" line)."""
+        found = re.search(r"Node starting .*\bcode=(\w+)", (self.home / "node.log").read_text())
+        return found.group(1) if found else "unknown"
+
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(30)
@@ -140,6 +146,9 @@ async def run(ns: argparse.Namespace) -> None:
         params = ChainParams.for_network("devnet")
         wallet = read_key(node.home / "dev_wallet.json")
         rss_base = rss_mb(node.proc.pid)
+        print(
+            f"node code: {node.code()}  (compiled with mypyc; TIMED_PURE_PYTHON=1 runs the source)"
+        )
         async with node.client() as c:
             # RSS is read at several UTXO-set sizes: the slope across the second
             # half is the memory a coin costs; the first half also fills the

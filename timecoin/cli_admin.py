@@ -9,16 +9,17 @@ holds a lock, so they refuse to run beside a live node).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from timecoin.cli_client import Target, _client, _node_options, _run
 
 
-def _admin_stub(client: object) -> object:
+def _admin_stub(client: Any) -> Any:
     from timecoin._proto.admin.v1 import admin_pb2_grpc
 
-    return admin_pb2_grpc.AdminServiceStub(client.channel)  # type: ignore[attr-defined]
+    return admin_pb2_grpc.AdminServiceStub(client.channel)
 
 
 @click.command("backup")
@@ -39,7 +40,7 @@ def backup(target: Target, destination: Path) -> None:
     async def go() -> None:
         async with _client(target, auth=True) as c:
             resp = await c._unary(  # noqa: SLF001
-                _admin_stub(c).Backup,  # type: ignore[attr-defined]
+                _admin_stub(c).Backup,
                 admin_pb2.BackupRequest(destination=dest),
                 auth=True,
             )
@@ -61,7 +62,7 @@ def peers(target: Target) -> None:
             resp = await c._unary(  # noqa: SLF001
                 _admin_stub(c).ListPeers,
                 admin_pb2.ListPeersRequest(),
-                auth=True,  # type: ignore[attr-defined]
+                auth=True,
             )
             click.echo(f"{len(resp.peers)} peers")
             for p in resp.peers:
@@ -85,7 +86,7 @@ def unban(target: Target, node_id_or_ip: str) -> None:
             resp = await c._unary(  # noqa: SLF001
                 _admin_stub(c).Unban,
                 admin_pb2.UnbanRequest(target=node_id_or_ip),
-                auth=True,  # type: ignore[attr-defined]
+                auth=True,
             )
             click.echo("unbanned" if resp.removed else "no such ban")
 

@@ -319,7 +319,8 @@ def wallet_balance(target: Target, address: str) -> None:
 
     async def go() -> tuple[int, int, int]:
         async with _client(target) as c:
-            return await c.balance(address)
+            balance: tuple[int, int, int] = await c.balance(address)
+            return balance
 
     total, count, height = _run(go())
     click.echo(f"{format_time_units(total)} TIME in {count} outputs at height {height}")

@@ -191,20 +191,16 @@ def test_precomputed_signature_flag(funded):
     assert not signatures_valid(forged, PARAMS.chain_id)
 
 
-def test_prechecked_flag_skips_only_the_stateless_checks(funded, monkeypatch):
-    import timecoin.core.tx as txmod
-
+def test_prechecked_flag_skips_only_the_stateless_checks(funded):
     view, ops = funded
     tx = _simple(ops)
-    calls = []
-    real = txmod.validate_transaction_stateless
-    monkeypatch.setattr(
-        txmod, "validate_transaction_stateless", lambda *a: calls.append(1) or real(*a)
-    )
-    assert validate_transaction(tx, view, 1, PARAMS) == FEE
-    assert calls == [1]
+    # The chain id is a stateless check only: with params of another chain the
+    # transaction is refused unless the caller says it ran those checks itself.
+    other = replace(PARAMS, chain_id="timecoin-other-1")
+    with pytest.raises(err.WrongChain):
+        validate_transaction(tx, view, 1, other, sig_ok=True)
+    assert validate_transaction(tx, view, 1, other, prechecked=True, sig_ok=True) == FEE
     assert validate_transaction(tx, view, 1, PARAMS, prechecked=True) == FEE
-    assert calls == [1]
     # The stateful checks still run: a spent input is refused either way.
     gone = MemoryUtxoView(())
     with pytest.raises(err.MissingInput):

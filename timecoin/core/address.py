@@ -58,7 +58,7 @@ def encode_address(payload: bytes, network: Network) -> str:
     return ADDRESS_PREFIX + digit + body
 
 
-def parse_address(text: str) -> tuple[Network, bytes]:
+def parse_address(text: object) -> tuple[Network, bytes]:
     """Return the network and 20-byte payload of *text*, whatever its network.
 
     Raises BadAddress on a bad prefix, network digit, base58 character,
@@ -115,7 +115,7 @@ def _parse_new(text: str) -> tuple[Network, bytes]:
     return network[0], payload
 
 
-def decode_address(text: str, network: Network) -> bytes:
+def decode_address(text: object, network: Network) -> bytes:
     """Return the 20-byte payload of *text*, which must be an address on *network*.
 
     Raises BadAddress on any malformation (see ``parse_address``) and when the
@@ -132,7 +132,7 @@ def decode_address(text: str, network: Network) -> bytes:
     return payload
 
 
-def is_valid_address(text: str, network: Network) -> bool:
+def is_valid_address(text: object, network: Network) -> bool:
     """Return True iff *text* decodes as an address on *network*."""
     try:
         decode_address(text, network)

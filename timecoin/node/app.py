@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from dependency_injector import providers
 
+from timecoin import compiled
 from timecoin.config import NetworkName, NodeConfig, load_config, resolve
 from timecoin.core.errors import ConfigError
 from timecoin.home import CONFIG_FILE, default_home, init_home
@@ -142,6 +143,7 @@ async def serve(home: Path, cfg: NodeConfig) -> None:
             api=cfg.api.listen,
             p2p=cfg.p2p.listen if cfg.p2p.enabled else "off",
             store=cfg.storage.backend,
+            code=compiled.STATE,
         )
         try:
             await node.run(servers)

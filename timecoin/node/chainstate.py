@@ -357,12 +357,12 @@ class ChainState:
         )
 
     def finish_block(
-        self, pending: BlockInProgress, products: tuple[Num, Num] | None = None
+        self, pending: BlockInProgress, products: Sequence[Num] | None = None
     ) -> ProposedBlock:
         """Finish *pending* into a validated block: commitment, header, bytes, validation.
 
-        *products* are ``elements_product`` of its spent and created elements
-        if they were computed elsewhere; None computes them here. Raises
+        *products* are ``elements_product`` of its spent and created elements,
+        in that order, if they were computed elsewhere; None computes them here. Raises
         BadHeight if the tip moved since the draft (the block is stale).
         """
         if pending.height != self.height + 1 or pending.tip_hash != self.tip_hash:

@@ -65,6 +65,7 @@ from timecoin.core.errors import (
     Reason,
     TimecoinError,
 )
+from timecoin.core.muhash import Num
 from timecoin.core.signing import vote_sign_digest
 from timecoin.core.tx import check_signatures, signatures_valid, validate_transaction_stateless
 from timecoin.core.types import (
@@ -169,7 +170,7 @@ class Node:
         # Two inboxes for the engine: our own events (timers, built blocks) are
         # never dropped; events from peers are bounded and dropped when full.
         self._internal: deque[tuple[Event, bytes | None]] = deque()
-        self._inbox: deque[tuple[Event, bytes | None]] = deque()
+        self._inbox: deque[tuple[Event | _Revalidate, bytes | None]] = deque()
         self._wake = asyncio.Event()
         self.max_inbox = max_inbox
         self.network: Any = None
@@ -244,9 +245,11 @@ class Node:
         loop = asyncio.get_running_loop()
         size = max(min_chunk, len(items) // self._verify_workers + 1)
         parts = [items[i : i + size] for i in range(0, len(items), size)]
-        results = await asyncio.gather(
-            *(loop.run_in_executor(self._verify, lambda p=p: [fn(x) for x in p]) for p in parts)
-        )
+
+        def run(part: Sequence[Any]) -> list[T]:
+            return [fn(x) for x in part]
+
+        results = await asyncio.gather(*(loop.run_in_executor(self._verify, run, p) for p in parts))
         return [r for part in results for r in part]
 
     async def _in_consensus(self, fn: Callable[..., T], *args: Any) -> T:
@@ -297,7 +300,7 @@ class Node:
         self._internal.append((ev, None))
         self._wake.set()
 
-    def feed_from_peer(self, ev: Event, peer_id: bytes) -> bool:
+    def feed_from_peer(self, ev: Event | _Revalidate, peer_id: bytes) -> bool:
         """Queue an event that came from *peer_id*; False (dropped) when the inbox is full."""
         if len(self._inbox) >= self.max_inbox:
             return False
@@ -440,15 +443,16 @@ class Node:
             return self.chain.draft_block(self.address, now_ms(), self._last_commit, [], ())
 
     def _finish(
-        self, pending: BlockInProgress, products: tuple[Any, Any] | None
+        self, pending: BlockInProgress, products: Sequence[Num] | None
     ) -> ProposedBlock | None:
-        if pending.height != self.chain.height + 1:
+        address = self.address
+        if pending.height != self.chain.height + 1 or address is None:
             return None  # committed meanwhile (a peer's block arrived through sync)
         try:
             return self.chain.finish_block(pending, products)
         except TimecoinError as exc:
             self._log_empty(pending.height, len(pending.draft.txs) - 1, exc)
-            return self.chain.build_block(self.address, now_ms(), self._last_commit, [], ())
+            return self.chain.build_block(address, now_ms(), self._last_commit, [], ())
 
     @staticmethod
     def _log_empty(height: int, candidates: int, exc: TimecoinError) -> None:
@@ -780,7 +784,7 @@ class Node:
     def _behind(self) -> bool:
         if self.network is None:
             return False
-        target = max(self.sync_target, self.network.best_height())
+        target: int = max(self.sync_target, self.network.best_height())
         return target > self.chain.height
 
     def _apply_synced(self, block_bytes: bytes, commit_bytes: bytes) -> tuple[Block, Commit]:

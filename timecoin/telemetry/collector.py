@@ -57,7 +57,7 @@ class InProcessCollector:
         self._server = grpc.aio.server()
         collector = self
 
-        class _Service(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+        class _Service(trace_service_pb2_grpc.TraceServiceServicer):
             async def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC name
                 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 

@@ -22,10 +22,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+if TYPE_CHECKING:
+    from timecoin.config import NodeConfig
 
 EXIT_SERVING = 0
 EXIT_NOT_SERVING = 1
@@ -188,9 +192,10 @@ def health(
             # came from TIMED_HOME does not count, as `timed serve` ignores it too.
             if ctx.get_parameter_source("home") is click.core.ParameterSource.ENVIRONMENT:
                 home = None
-            cfg = load_config(config_file)
-            base = home or config_file.resolve().parent
-            target_rpc = rpc or _client_address(cfg.api.listen)
+            loaded = load_config(config_file)
+            cfg: NodeConfig | None = loaded
+            base: Path | None = home or config_file.resolve().parent
+            target_rpc = rpc or _client_address(loaded.api.listen)
         else:
             target = resolve_target(home, network, rpc, None, tls_ca)
             target_rpc = target.rpc
