@@ -74,7 +74,7 @@ def run_node(
         raise
 
 
-GC_THRESHOLDS = (100_000, 50, 100)
+GC_THRESHOLDS = (1_000_000, 50, 100)
 """Collector thresholds for a running node (CPython's defaults: 700, 10, 10)."""
 
 
@@ -83,11 +83,17 @@ def tune_gc() -> None:
 
     A busy node allocates millions of short-lived tuples and small objects a
     second (decoded transactions, UTXO maps, protobuf conversions). Nearly all
-    are freed by reference counting; the collector only finds cycles. With the
-    default thresholds it still runs every 700 allocations and often walks
-    the whole heap: about a tenth of the node's CPU at 6,000 tx/s
-    (bench/node.py: 174-192 -> 159-162 us per finalized tx). Cycles are
-    still collected, after 100,000 allocations instead of 700.
+    are freed by reference counting; the collector only finds cycles. It runs
+    when the objects it tracks have grown by the first threshold since it last
+    ran, and then walks every one of them with the interpreter lock held.
+    With CPython's 700 it took about a tenth of the node's CPU at 6,000 tx/s
+    (bench/node.py: 174-192 -> 159-162 us per finalized tx at 100,000). At
+    100,000 it still ran at every block at saturation, because a block's worth
+    of pending transactions is about that many objects: 20-100 ms a time,
+    about 0.6 s of the lock in a 7-second saturated run. At 1,000,000 it did
+    not run at all in that run: a pool that grows by some 80,000 transactions
+    without a block taking them starts it (once, for a few hundred ms), and
+    cyclic garbage waits that long to be freed.
     """
     gc.set_threshold(*GC_THRESHOLDS)
 
