@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+import tomllib
 
 import pytest
+import tomli_w
 
 from timecoin.core.errors import DoubleSpend, MempoolFull, Reason, TimecoinError
 from timecoin.core.muhash import MuHash3072, coin_element
@@ -344,3 +346,35 @@ async def test_backup_while_running_then_reindex_and_restore(dev_node, tmp_path)
             assert (await c.status()).height == backed_up
             assert await c.get_transaction(tx.txid)
     node.stop()
+
+
+async def test_a_block_with_many_coins_is_hashed_in_the_workers(dev_node):
+    # 64 coins or more in a block go to the hashing workers (workers.MIN_REMOTE_ELEMENTS),
+    # whose products then cross into the compiled chain state: the path the small
+    # blocks of the other tests never take.
+    node = dev_node()
+    cfg_path = node.home / "config.toml"
+    cfg = tomllib.loads(cfg_path.read_text())
+    cfg["worker_processes"] = 1
+    cfg_path.write_text(tomli_w.dumps(cfg))
+    node.start()
+    async with asyncio.timeout(90):
+        await node.wait_ready()
+        async with node.client() as c:
+            op, amount = await _genesis_coin(c, node)
+            outputs = [(bytes([i]) * 20, 10**6) for i in range(1, 101)]
+            change = amount - 100 * 10**6 - 100_000
+            tx = build_transfer(
+                node.params,
+                node.wallet,
+                [op],
+                [*outputs, (node.wallet.address_payload, change)],
+            )
+            await c.submit(tx)
+            height, _ = await c.wait_final(tx.txid, timeout_s=30)
+            status = await c.status()
+            assert status.height >= height
+    log = node.log()
+    (line,) = [ln for ln in log.splitlines() if f"Block produced height={height} " in ln]
+    assert " txs=2 " in line  # the coinbase and the payment: 103 coins
+    assert node.stop() == 0, log
