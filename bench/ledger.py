@@ -25,6 +25,7 @@ import plyvel
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import raw_verifies_per_s  # noqa: E402
 
+from timecoin import compiled
 from timecoin.core.keys import KeyPair
 from timecoin.core.params import ChainParams
 from timecoin.core.tx import validate_transaction
@@ -113,6 +114,7 @@ def main() -> None:
     ns = ap.parse_args()
     verifies = raw_verifies_per_s(ns.txs * 2)
     txs = bench_tx(ns.txs)
+    print(f"timecoin code: {compiled.STATE}  (mypyc; TIMED_PURE_PYTHON=1 runs the source)")
     print(f"raw ECDSA verifies/s (coincurve, 1 core):     {verifies:12,.0f}")
     print(f"tx validations/s (2-in 2-out, from bytes):     {txs:12,.0f}")
     print(

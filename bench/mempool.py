@@ -23,6 +23,7 @@ import tracemalloc
 from coincurve import PublicKey
 from coincurve.ecdsa import cdata_to_der, deserialize_compact
 
+from timecoin import compiled
 from timecoin.core.keys import KeyPair
 from timecoin.core.params import ChainParams
 from timecoin.core.types import Coin, OutPoint, Transaction
@@ -87,6 +88,7 @@ def main() -> None:
     verifies = bench_verify(n)
     full = bench_add(view, txs, None)
     pre = bench_add(view, txs, True)
+    print(f"timecoin code: {compiled.STATE}  (mypyc; TIMED_PURE_PYTHON=1 runs the source)")
     print(f"raw ECDSA verifies/s (coincurve, 1 core):      {verifies:12,.0f}")
     print(f"mempool adds/s, full validation (1 sig/tx):    {full:12,.0f}")
     print(f"ratio adds/s : verifies/s                      {full / verifies:12.3f}   (ceiling 1.0)")
