@@ -7,7 +7,8 @@ mypyc when the package is installed. An extension sits next to its source
 imports the extension first. In a source checkout (an editable install) an
 extension older than its source would run old code after an edit, a pull or
 a checkout. So, when the package is imported from a checkout and any
-compiled module is older than its source, every compiled module is imported
+compiled module is older than its source, or no longer in ``pyproject.toml``'s
+list (its extension left behind), every compiled module is imported
 from its source instead (the compiled modules call each other directly, so
 one stale module taints them all), with a warning that says to reinstall.
 
@@ -26,6 +27,7 @@ import importlib.machinery
 import importlib.util
 import os
 import sys
+import tomllib
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,18 +71,35 @@ class SourceFinder(importlib.abc.MetaPathFinder):
         return importlib.util.spec_from_file_location(fullname, source)
 
 
+def configured(project: Path) -> set[str] | None:
+    """Return the modules *project* (a pyproject.toml) compiles, or None if it does not say."""
+    try:
+        cfg = tomllib.loads(project.read_text())
+        paths = cfg["tool"]["hatch"]["build"]["targets"]["wheel"]["hooks"]["mypyc"]["include"]
+        return {str(p).removesuffix(".py").replace("/", ".") for p in paths}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def inspect(root: Path) -> tuple[str, dict[str, Path], list[str]]:
-    """Return the state under *root*, each compiled module's source, and the stale ones."""
+    """Return the state under *root*, each compiled module's source, and the stale ones.
+
+    Stale: older than its source, or (in a checkout) no longer in the project's
+    list, as when a module is taken off it and its old extension stays behind.
+    """
     compiled = _extensions(root)
     sources = {name: source for name, (source, _) in compiled.items()}
     if not compiled:
         return "source", sources, []
-    if not (root.parent / "pyproject.toml").exists():
+    project = root.parent / "pyproject.toml"
+    if not project.exists():
         return "compiled", sources, []  # an installed wheel: built from these sources
+    listed = configured(project)
     stale = sorted(
         name
         for name, (source, ext) in compiled.items()
         if source.stat().st_mtime_ns > ext.stat().st_mtime_ns
+        or (listed is not None and name not in listed)
     )
     return ("stale" if stale else "compiled"), sources, stale
 
@@ -95,9 +114,10 @@ if STATE == "compiled" and os.environ.get("TIMED_PURE_PYTHON") == "1":
 elif STATE == "stale":
     sys.meta_path.insert(0, SourceFinder(_sources))
     warnings.warn(
-        f"compiled modules older than their source ({', '.join(_stale)}): running all "
-        f"{len(_sources)} compiled modules from source; reinstall the package "
-        "(pip install -e .) to compile them again",
+        f"compiled modules older than their source or off pyproject.toml's list "
+        f"({', '.join(_stale)}): running all {len(_sources)} from source. Reinstall "
+        "(pip install -e .) to compile them again; delete the extension of a module "
+        "taken off the list",
         RuntimeWarning,
         stacklevel=1,
     )

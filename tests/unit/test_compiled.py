@@ -67,6 +67,19 @@ def test_an_extension_older_than_its_source_is_stale_in_a_checkout(tmp_path):
     assert (state, stale) == ("stale", ["pkg.sub.hot"])
 
 
+def test_an_extension_taken_off_the_list_is_stale_in_a_checkout(tmp_path):
+    root = _tree(tmp_path, checkout=True)
+    _age(root / "fast.py", 60)
+    _age(root / "sub" / "hot.py", 60)
+    hook = "[tool.hatch.build.targets.wheel.hooks.mypyc]\ninclude = {}\n"
+    project = tmp_path / "pyproject.toml"
+    project.write_text(hook.format('["pkg/fast.py", "pkg/sub/hot.py"]'))
+    assert compiled.inspect(root)[0] == "compiled"
+    project.write_text(hook.format('["pkg/fast.py"]'))  # hot.py's extension is left over
+    state, _, stale = compiled.inspect(root)
+    assert (state, stale) == ("stale", ["pkg.sub.hot"])
+
+
 def test_an_installed_wheel_is_never_stale(tmp_path):
     root = _tree(tmp_path, checkout=False)
     _age(root / "sub" / f"hot{SUFFIX}", 120)
