@@ -9,14 +9,17 @@ holds a lock, so they refuse to run beside a live node).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from timecoin.cli_client import Target, _client, _node_options, _run
 
+if TYPE_CHECKING:
+    from timecoin.api.client import ApiClient
 
-def _admin_stub(client: Any) -> Any:
+
+def _admin_stub(client: ApiClient) -> Any:
     from timecoin._proto.admin.v1 import admin_pb2_grpc
 
     return admin_pb2_grpc.AdminServiceStub(client.channel)

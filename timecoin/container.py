@@ -67,20 +67,22 @@ def open_kv(config: NodeConfig, home: Path, pm: object) -> Iterator[KVStore]:
 
 def make_timeouts(config: NodeConfig) -> TimeoutConfig:
     c = config.consensus
-    # NodeConfig fills every timeout in from the network's defaults.
-    values = (
-        c.timeout_propose_ms,
-        c.timeout_propose_delta_ms,
-        c.timeout_prevote_ms,
-        c.timeout_prevote_delta_ms,
-        c.timeout_precommit_ms,
-        c.timeout_precommit_delta_ms,
-        c.block_interval_ms,
+    return TimeoutConfig(
+        propose_ms=_filled(c.timeout_propose_ms),
+        propose_delta_ms=_filled(c.timeout_propose_delta_ms),
+        prevote_ms=_filled(c.timeout_prevote_ms),
+        prevote_delta_ms=_filled(c.timeout_prevote_delta_ms),
+        precommit_ms=_filled(c.timeout_precommit_ms),
+        precommit_delta_ms=_filled(c.timeout_precommit_delta_ms),
+        commit_ms=_filled(c.block_interval_ms),
     )
-    ms = [v for v in values if v is not None]
-    if len(ms) != len(values):
+
+
+def _filled(ms: int | None) -> int:
+    """Return a timeout that NodeConfig filled in from the network's defaults."""
+    if ms is None:
         raise ValueError("consensus timeouts were not filled in from the network defaults")
-    return TimeoutConfig(*ms)
+    return ms
 
 
 def make_signer(config: NodeConfig, home: Path, chain_id: str) -> FilePrivValidator:

@@ -5,7 +5,6 @@ import importlib.util
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -16,18 +15,12 @@ ROOT = Path(__file__).resolve().parents[2]
 SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
 
 
-def _configured() -> list[str]:
-    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    paths = cfg["tool"]["hatch"]["build"]["targets"]["wheel"]["hooks"]["mypyc"]["include"]
-    return sorted(p.removesuffix(".py").replace("/", ".") for p in paths)
-
-
 def test_the_configured_modules_run_compiled():
     if compiled.STATE != "compiled":
         if os.environ.get("TIMED_REQUIRE_COMPILED") == "1":
             pytest.fail(f"compiled modules are {compiled.STATE}: reinstall (pip install -e .)")
         pytest.skip(f"compiled modules are {compiled.STATE} (installed without the mypyc hook?)")
-    assert compiled.MODULES == _configured()
+    assert compiled.MODULES == sorted(compiled.configured(ROOT / "pyproject.toml") or ())
     for name in compiled.MODULES:
         __import__(name)
         assert sys.modules[name].__file__.endswith(SUFFIX), name

@@ -437,7 +437,8 @@ class ChainStore(ChainReader):
         coin = ChainReader.get_coin(self, outpoint)
         if coin is not None and self._unspent_max:
             # ``_remember`` for one coin, written out: a miss is one per input
-            # of every admitted transaction spending a coin older than the cache.
+            # of every admitted transaction spending a coin older than the cache,
+            # and the call costs 0.75 us of a 3.6 us miss even compiled.
             with self._unspent_lock:
                 if gen == self._unspent_gen:
                     cache = self._unspent
